@@ -1,0 +1,120 @@
+"""The ``benchbox`` command. Thin: parse, call, map outcomes to exit codes.
+
+Exit codes: 0 success · 1 a gate failed · 2 usage error (bad scenario, bad arguments)
+· 3 gates inconclusive · 4 the run failed (e.g. a managed server never became ready)
+· 130 interrupted (records and an incomplete result.json are kept).
+Heavy modules are imported inside commands so ``benchbox --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+EXIT_USAGE = 2
+EXIT_RUN_FAILED = 4
+EXIT_INTERRUPTED = 130
+
+
+class LazyGroup(click.Group):
+    """Subcommands that live in their own modules, imported only when invoked."""
+
+    lazy = {
+        "sim": ("bench.sim", "sim_command", "Serve a deterministic OpenAI-compatible streaming simulator."),
+        "server": ("bench.server_cli", "server_group", "Install llama.cpp and bundled models; manage servers."),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name in self.lazy:
+            module, attr, _ = self.lazy[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help text for lazy commands comes from the table above: `--help` imports nothing heavy.
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, self.lazy[name][2]))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit=80)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"benchbox: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="benchbox")
+def main() -> None:
+    """Decide whether a compressed LLM can replace its baseline: load, latency and quality in one run."""
+
+
+def _load(path: str) -> tuple[Any, Any]:
+    from bench.dataset import load_dataset
+    from bench.scenario import ScenarioError, load_scenario
+
+    try:
+        loaded = load_scenario(path)
+        dataset = load_dataset(loaded.resolve(loaded.scenario.dataset.path), loaded.scenario.dataset)
+    except ScenarioError as e:
+        fail(str(e))
+    return loaded, dataset
+
+
+@main.command()
+@click.argument("scenario_file", metavar="FILE")
+def validate(scenario_file: str) -> None:
+    """Check a scenario (and its dataset) without sending a request."""
+    loaded, dataset = _load(scenario_file)
+    sc = loaded.scenario
+    targets = ", ".join(f"{t.name} ({t.role})" for t in sc.targets)
+    click.echo(f"{scenario_file}: ok — {len(dataset.items)} items (sha256 {dataset.sha256[:12]}), "
+               f"targets: {targets}; {sc.load.pattern} levels {[f'{x:g}' for x in sc.load.levels]}")
+
+
+@main.command()
+@click.argument("scenario_file", metavar="FILE")
+@click.option("--out", "out_dir", default="runs", show_default=True, help="parent folder of run directories")
+@click.option("--quiet", is_flag=True, help="no live progress display")
+def sweep(scenario_file: str, out_dir: str, quiet: bool) -> None:
+    """Run a scenario: every target through every load level; write a run directory."""
+    loaded, dataset = _load(scenario_file)
+    from bench.sweep_cli import run_sweep_command
+
+    sys.exit(run_sweep_command(loaded, dataset, Path(out_dir), quiet))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--rebuild", is_flag=True, help="recompute result.json from records.jsonl")
+def report(run_dir: Path, rebuild: bool) -> None:
+    """Re-render a run's summary from its files alone (manifest.json, records.jsonl)."""
+    from rich.console import Console
+
+    from bench.report.terminal import render_result
+    from bench.results import rebuild_from_records, write_json_atomic
+
+    if not (run_dir / "manifest.json").exists() or not (run_dir / "records.jsonl").exists():
+        fail(f"{run_dir}: not a benchbox run directory (manifest.json and records.jsonl expected)")
+    result = rebuild_from_records(run_dir)
+    if rebuild:
+        write_json_atomic(run_dir / "result.json", result)
+    console = Console()
+    render_result(result, console if console.is_terminal else Console(width=170))
+
+
+if __name__ == "__main__":
+    main()

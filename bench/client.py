@@ -1,0 +1,367 @@
+"""The hot path: a streaming HTTP/1.1 client on raw asyncio transports + llhttp (httptools).
+
+Why not aiohttp/httpx: a load generator must not be the bottleneck, and its timestamps
+must be taken when bytes arrive. Here ``data_received`` stamps ``perf_counter_ns()``
+first, then parses (HTTP framing, SSE, JSON) — parse cost never leaks into latencies.
+Keep-alive connections are pooled per endpoint; a connection is used by one request at
+a time (no pipelining), like every OpenAI client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from time import perf_counter_ns
+from typing import Optional
+from urllib.parse import urlsplit
+
+import httptools
+
+from bench import __version__
+from bench.adapters.base import Adapter
+from bench.adapters.sse import SSEParser
+from bench.records import RequestRecord
+
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_ERROR_BODY_KEEP = 2048
+
+
+class Exchange:
+    """One request/response: turns HTTP callbacks into fields of a RequestRecord."""
+
+    __slots__ = (
+        "record", "adapter", "sse", "future", "done_marker", "parts", "reasoning", "is_sse",
+        "error_body", "body_bytes", "max_bytes", "raw_body", "message_complete", "retry_after", "resolved",
+    )
+
+    def __init__(self, record: RequestRecord, adapter: Adapter, future: asyncio.Future, max_bytes: int):
+        self.record = record
+        self.adapter = adapter
+        self.sse = SSEParser()
+        self.future = future
+        self.done_marker = False
+        self.parts: list[str] = []
+        self.reasoning: list[str] = []
+        self.is_sse = True
+        self.error_body = b""
+        self.raw_body: list[bytes] = []
+        self.body_bytes = 0
+        self.max_bytes = max_bytes
+        self.message_complete = False
+        self.retry_after: Optional[str] = None
+        self.resolved = False  # the record is final; later callbacks must not touch it
+
+    # -- callbacks from the connection (``now`` was stamped before parsing) --
+    def on_headers(self, status: int, content_type: bytes) -> None:
+        self.record.status = status
+        self.is_sse = b"event-stream" in content_type or not content_type
+
+    def on_body(self, data: bytes, now: int) -> None:
+        if self.resolved:
+            return
+        self.body_bytes += len(data)
+        if self.body_bytes > self.max_bytes:
+            self.fail("broken_stream", f"response exceeded {self.max_bytes} bytes", now)
+            return
+        status = self.record.status or 0
+        if not 200 <= status < 300:
+            if len(self.error_body) < _ERROR_BODY_KEEP:
+                self.error_body += data[: _ERROR_BODY_KEEP - len(self.error_body)]
+            return
+        if not self.is_sse:
+            self.raw_body.append(data)
+            return
+        for event, payload in self.sse.feed(data):
+            self._on_event(event, payload, now)
+            if self.resolved:
+                return
+
+    def _on_event(self, event: bytes, payload: bytes, now: int) -> None:
+        if payload == b"[DONE]":
+            self.done_marker = True
+            return
+        delta = self.adapter.parse_event(payload)
+        rec = self.record
+        if delta.malformed:
+            self.fail("broken_stream", f"malformed stream event: {payload[:120]!r}", now)
+            return
+        if delta.error or event == b"error":
+            self.fail("broken_stream", f"error in stream: {delta.error or payload[:200]!r}", now)
+            return
+        if delta.content:
+            if rec.first_token_ns is None:
+                rec.first_token_ns = now
+            rec.chunk_ns.append(now)
+            self.parts.append(delta.content)
+        if delta.reasoning:
+            self.reasoning.append(delta.reasoning)
+        if delta.finish_reason:
+            rec.finish_reason = delta.finish_reason
+        if delta.usage:
+            rec.prompt_tokens = _int_or_none(delta.usage.get("prompt_tokens"))
+            rec.output_tokens = _int_or_none(delta.usage.get("completion_tokens"))
+        if delta.timings:
+            rec.server_timings = delta.timings
+
+    def on_message_complete(self, now: int) -> None:
+        self.message_complete = True
+        if self.resolved:
+            return
+        if self.is_sse:
+            for event, payload in self.sse.finish():
+                self._on_event(event, payload, now)
+                if self.resolved:
+                    return
+        self.finish(now)
+
+    def finish(self, now: int) -> None:
+        """The response ended (message complete or clean EOF): classify and resolve."""
+        rec = self.record
+        rec.end_ns = now
+        status = rec.status or 0
+        if not 200 <= status < 300:
+            rec.error = "http_5xx" if status >= 500 else "http_4xx"
+            rec.error_detail = _error_detail(self.error_body, status, self.retry_after)
+        elif not self.is_sse:
+            delta = self.adapter.parse_body(b"".join(self.raw_body))
+            if delta.malformed or delta.error:
+                rec.error, rec.error_detail = "broken_stream", (delta.error or "malformed response body")
+            else:
+                if delta.content:
+                    rec.first_token_ns = now
+                    rec.chunk_ns.append(now)
+                    self.parts.append(delta.content)
+                rec.finish_reason = delta.finish_reason
+                if delta.usage:
+                    rec.prompt_tokens = _int_or_none(delta.usage.get("prompt_tokens"))
+                    rec.output_tokens = _int_or_none(delta.usage.get("completion_tokens"))
+                rec.server_timings = delta.timings
+        elif not self.done_marker and rec.finish_reason is None:
+            rec.error, rec.error_detail = "truncated", "stream ended without [DONE] or finish_reason"
+        rec.output_text = "".join(self.parts)
+        rec.reasoning_text = "".join(self.reasoning)
+        if rec.error is None and not rec.output_text and not rec.reasoning_text:
+            rec.error, rec.error_detail = "empty", "no content tokens in a complete response"
+        self._resolve()
+
+    def _resolve(self) -> None:
+        self.resolved = True
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def fail(self, error_class: str, detail: str, now: int) -> None:
+        if self.resolved:
+            return
+        rec = self.record
+        rec.end_ns = now
+        rec.error, rec.error_detail = error_class, detail[:500]
+        rec.output_text = "".join(self.parts)
+        rec.reasoning_text = "".join(self.reasoning)
+        self._resolve()
+
+
+def _int_or_none(v: object) -> Optional[int]:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _error_detail(body: bytes, status: int, retry_after: Optional[str]) -> str:
+    text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+    detail = f"HTTP {status}: {text[:300]}" if text else f"HTTP {status}"
+    return detail + (f" (Retry-After: {retry_after})" if retry_after else "")
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection. Used by at most one Exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: Optional[asyncio.Transport] = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Optional[Exchange] = None
+        self.usable = True
+        self._now = 0
+        self._content_type = b""
+        self._header_name = b""
+        self._chunked_or_length = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = perf_counter_ns()  # stamp first: everything below is parsing
+        self._now = now
+        ex = self.exchange
+        if ex is None:
+            # Bytes nobody asked for: the connection's framing can no longer be trusted.
+            self._discard()
+            return
+        if ex.record.first_byte_ns is None:
+            ex.record.first_byte_ns = now
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            ex.fail("broken_stream", f"invalid HTTP response: {e}", now)
+            self._discard()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.usable = False
+        ex = self.exchange
+        if ex is None or ex.resolved:
+            return
+        now = perf_counter_ns()
+        if exc is None and ex.record.status is not None and not self._chunked_or_length:
+            ex.on_message_complete(now)  # body delimited by connection close: a clean end
+        elif exc is None and ex.record.status is not None and ex.is_sse and (ex.done_marker or ex.record.finish_reason):
+            ex.finish(now)  # server closed right after a complete stream
+        else:
+            reason = f"connection lost: {exc}" if exc else "connection closed by the server mid-response"
+            ex.fail("broken_stream", reason, now)
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname == b"content-type":
+            self._content_type = value.lower()
+        elif lname in (b"transfer-encoding", b"content-length"):
+            self._chunked_or_length = True
+        elif lname == b"retry-after" and self.exchange is not None:
+            self.exchange.retry_after = value.decode("latin-1")[:40]
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.on_headers(self.parser.get_status_code(), self._content_type)
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.on_body(body, self._now)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is not None:
+            if not self.parser.should_keep_alive():
+                self.usable = False
+            ex.on_message_complete(self._now)
+
+    # pool helpers
+    def begin(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self._content_type = b""
+        self._chunked_or_length = False
+
+    def _discard(self) -> None:
+        self.usable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        self._discard()
+
+
+class Endpoint:
+    """A target's base URL with a keep-alive connection pool and pre-encoded headers.
+
+    ``extra_headers`` may contain secrets (Authorization); they are only ever written to
+    the socket, never to records, logs or reports.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        extra_headers: Optional[dict[str, str]] = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ):
+        parts = urlsplit(base_url)
+        self.scheme = parts.scheme
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.ssl_context = ssl.create_default_context() if parts.scheme == "https" else None
+        self.max_response_bytes = max_response_bytes
+        host_header = parts.netloc.rsplit("@", 1)[-1]
+        lines = [
+            f"Host: {host_header}",
+            f"User-Agent: benchbox/{__version__}",
+            "Content-Type: application/json",
+            "Accept: text/event-stream",
+        ]
+        for k, v in (extra_headers or {}).items():
+            if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
+                raise ValueError(f"header {k!r} contains a line break")
+            lines.append(f"{k}: {v}")
+        self._static_headers = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        self._idle: list[HttpConnection] = []
+        self._all: set[HttpConnection] = set()
+
+    async def _acquire(self, timeout_s: float) -> tuple[HttpConnection, bool]:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable and conn.transport is not None and not conn.transport.is_closing():
+                return conn, False
+            self._all.discard(conn)
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(
+                HttpConnection, self.host, self.port, ssl=self.ssl_context,
+                server_hostname=self.host if self.ssl_context else None,
+            ),
+            timeout_s,
+        )
+        self._all.add(conn)
+        return conn, True
+
+    def _release(self, conn: HttpConnection, reusable: bool) -> None:
+        conn.exchange = None
+        if reusable and conn.usable and conn.transport is not None and not conn.transport.is_closing():
+            self._idle.append(conn)
+        else:
+            conn.close()
+            self._all.discard(conn)
+
+    async def stream(self, path: str, body: bytes, record: RequestRecord, adapter: Adapter, timeout_s: float) -> None:
+        """POST ``body`` and fill ``record`` from the streamed response. Never raises for
+        request failures (they become ``record.error``); re-raises CancelledError after
+        marking the record ``cancelled``."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        exchange = Exchange(record, adapter, future, self.max_response_bytes)
+        record.sent_ns = perf_counter_ns()
+        timer = loop.call_later(timeout_s, _on_timeout, exchange, timeout_s)
+        conn: Optional[HttpConnection] = None
+        try:
+            try:
+                conn, record.new_connection = await self._acquire(timeout_s)
+            except asyncio.TimeoutError:
+                exchange.fail("timeout", f"no connection to {self.host}:{self.port} within {timeout_s:g} s",
+                              perf_counter_ns())
+                return
+            except (OSError, ssl.SSLError) as e:
+                exchange.fail("connect", f"cannot connect to {self.host}:{self.port}: {e.strerror or e}", perf_counter_ns())
+                return
+            if exchange.resolved:  # timed out while connecting
+                return
+            conn.begin(exchange)
+            head = (
+                f"POST {self.prefix}{path} HTTP/1.1\r\nContent-Length: {len(body)}\r\nX-Request-Id: {record.request_id}\r\n"
+            ).encode("latin-1")
+            conn.transport.write(head + self._static_headers + b"\r\n" + body)  # type: ignore[union-attr]
+            await future
+        except asyncio.CancelledError:
+            exchange.fail("cancelled", "run interrupted while the request was in flight", perf_counter_ns())
+            raise
+        finally:
+            timer.cancel()
+            if conn is not None:
+                clean = record.error is None or (record.error in ("http_4xx", "http_5xx", "empty", "truncated")
+                                                 and exchange.message_complete)
+                self._release(conn, clean and exchange.message_complete)
+
+    async def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._all.clear()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let transports run their close callbacks
+
+
+def _on_timeout(exchange: Exchange, timeout_s: float) -> None:
+    exchange.fail("timeout", f"no complete response within {timeout_s:g} s", perf_counter_ns())

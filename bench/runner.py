@@ -1,0 +1,145 @@
+"""One load level against one target: items in, records out (to sinks, as they finish)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+import orjson
+
+from bench.adapters.base import Adapter
+from bench.client import Endpoint
+from bench.dataset import Dataset, Item
+from bench.patterns import LevelWindow, Pattern
+from bench.patterns.clock import Clock
+from bench.records import RequestRecord
+from bench.scenario import Sampling
+
+# After this many consecutive connection failures the endpoint is considered down and the
+# level stops issuing: thousands of instant "connection refused" records measure nothing.
+UNREACHABLE_AFTER = 25
+
+
+class Sink(Protocol):
+    def on_record(self, record: RequestRecord) -> None: ...
+
+
+@dataclass
+class LiveStats:
+    """Counters for the progress display; the numbers in results come from records."""
+
+    done: int = 0
+    ok: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    recent_ttft_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+
+    def on_record(self, record: RequestRecord) -> None:
+        self.done += 1
+        if record.error is None:
+            self.ok += 1
+            if record.first_token_ns is not None:
+                self.recent_ttft_ms.append((record.first_token_ns - record.sent_ns) / 1e6)
+        else:
+            self.errors += 1
+
+    def ttft_percentiles(self) -> tuple[Optional[float], Optional[float]]:
+        if not self.recent_ttft_ms:
+            return None, None
+        values = sorted(self.recent_ttft_ms)
+        n = len(values)
+        return values[min(n - 1, int(0.5 * n))], values[min(n - 1, int(0.95 * n))]
+
+
+@dataclass
+class TargetRuntime:
+    """What the hot path needs to talk to one target."""
+
+    name: str
+    model: str
+    endpoint: Endpoint
+    adapter: Adapter
+    timeout_s: float
+
+
+class LevelRunner:
+    def __init__(
+        self,
+        runtime: TargetRuntime,
+        dataset: Dataset,
+        sampling: Sampling,
+        sinks: list[Sink],
+        clock: Clock,
+    ):
+        self.runtime = runtime
+        self.items = dataset.items
+        self.sampling = sampling
+        self.sinks = sinks
+        self.clock = clock
+        self._consecutive_connect_errors = 0
+        self.unreachable = False
+
+    def body_for(self, item: Item, repeat: int) -> bytes:
+        body: dict[str, Any] = self.runtime.adapter.build_body(item, self.sampling, self.runtime.model)
+        if repeat and self.sampling.temperature > 0 and self.sampling.seed is not None:
+            # Sampled repeats need distinct seeds, or every repeat returns the same answer.
+            body["seed"] = self.sampling.seed + repeat
+        return orjson.dumps(body)
+
+    async def send(self, level: float, level_index: int, seq: int, scheduled_ns: int, phase: str,
+                   window: Optional[LevelWindow]) -> RequestRecord:
+        n = len(self.items)
+        item = self.items[seq % n]
+        repeat = seq // n
+        rt = self.runtime
+        record = RequestRecord(
+            target=rt.name, level=level, phase=phase, seq=seq, item_id=item.id, repeat=repeat,
+            request_id=f"{rt.name}-L{level_index}-{phase[0]}{seq}", scheduled_ns=scheduled_ns,
+        )
+        body = self.body_for(item, repeat)
+        try:
+            await rt.endpoint.stream(rt.adapter.path, body, record, rt.adapter, rt.timeout_s)
+        finally:
+            self._emit(record)
+        if record.error == "connect":
+            self._consecutive_connect_errors += 1
+            if self._consecutive_connect_errors >= UNREACHABLE_AFTER and window is not None:
+                self.unreachable = True
+                window.stop()
+        else:
+            self._consecutive_connect_errors = 0
+        return record
+
+    def _emit(self, record: RequestRecord) -> None:
+        for sink in self.sinks:
+            sink.on_record(record)
+
+    async def run_level(self, pattern: Pattern, window: LevelWindow, level: float, level_index: int,
+                        live: Optional[LiveStats] = None) -> None:
+        async def send(seq: int, scheduled_ns: int, phase: str) -> None:
+            if live is not None:
+                live.in_flight += 1
+            try:
+                await self.send(level, level_index, seq, scheduled_ns, phase, window)
+            finally:
+                if live is not None:
+                    live.in_flight -= 1
+
+        await pattern.drive(send, self.clock, window)
+
+    async def run_cold(self, count: int) -> list[RequestRecord]:
+        """The first ``count`` requests after a server became ready, sent one at a time."""
+        out = []
+        for seq in range(count):
+            out.append(await self.send(0, 0, seq, self.clock.now_ns(), "cold", None))
+        return out
+
+
+async def cancel_and_wait(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass

@@ -1,0 +1,291 @@
+"""The scenario file: pydantic models of user input, loading, and one-line errors.
+
+Validation happens here, at the boundary; everything downstream receives a frozen
+``Scenario`` and may trust it. Unknown keys are rejected everywhere (``extra="forbid"``)
+because a misspelt key that is silently ignored produces a benchmark of the wrong thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ScenarioError(Exception):
+    """A scenario (or something it names) is unusable. ``str()`` is one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_URL = re.compile(r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+class ManagedServerSpec(_Strict):
+    """A server benchbox launches itself (see ``servers/*.yaml``) instead of a URL."""
+
+    definition: str = Field(description="name of servers/<definition>.yaml, or a path to a definition file")
+    model: Optional[str] = Field(None, description="bundled model name (benchbox server models) or a GGUF path")
+    args: list[str] = Field(default_factory=list, description="extra command-line arguments")
+    env: dict[str, str] = Field(default_factory=dict)
+    startup_timeout_s: Optional[float] = Field(None, gt=0)
+    cold_requests: int = Field(3, ge=0, le=1000, description="first requests after ready, reported as cold")
+
+
+class Target(_Strict):
+    name: str
+    role: Literal["baseline", "candidate"]
+    url: Optional[str] = None
+    server: Optional[ManagedServerSpec] = None
+    protocol: Literal["openai-chat", "openai-completions"] = "openai-chat"
+    model: str = Field(description="model name sent in each request")
+    api_key_env: Optional[str] = Field(None, description="environment variable holding the API key")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(120.0, gt=0, le=86_400)
+    metrics_url: Optional[str] = None
+    # What the scenario author knows about the model (compression facts for the manifest).
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.'")
+        return v
+
+    @field_validator("url", "metrics_url")
+    @classmethod
+    def _url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _URL.match(v):
+            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8080, got {v!r}")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _url_or_server(self) -> "Target":
+        if (self.url is None) == (self.server is None):
+            raise ValueError("give exactly one of 'url' (an existing endpoint) or 'server' (launched by benchbox)")
+        return self
+
+
+class Sampling(_Strict):
+    """Always sent explicitly: servers apply hidden defaults otherwise."""
+
+    temperature: float = Field(0.0, ge=0, le=5)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(128, ge=1, le=1_000_000)
+    seed: Optional[int] = 0
+    stop: list[str] = Field(default_factory=list)
+
+
+class Warmup(_Strict):
+    """Excluded from statistics (kept in records, flagged). Either or both may be set."""
+
+    seconds: float = Field(0.0, ge=0, le=86_400)
+    requests: int = Field(0, ge=0, le=10_000_000)
+
+
+class Load(_Strict):
+    pattern: Literal["concurrency", "rate"] = "concurrency"
+    levels: list[float] = Field(min_length=1)
+    arrival: Literal["constant", "poisson"] = Field("poisson", description="rate mode only")
+    max_in_flight: Optional[int] = Field(None, ge=1, description="rate mode: cap on requests in flight")
+    warmup: Warmup = Field(default_factory=Warmup)
+    duration_s: Optional[float] = Field(None, gt=0, le=86_400)
+    requests: Optional[int] = Field(None, ge=1, le=100_000_000)
+    cooldown_s: float = Field(0.0, ge=0, le=3_600)
+    stop_error_rate: Optional[float] = Field(None, gt=0, le=1)
+    seed: int = 0
+
+    @field_validator("warmup", mode="before")
+    @classmethod
+    def _warmup_shorthand(cls, v: Any) -> Any:
+        # `warmup: 5` means five seconds; `warmup: {requests: 10}` is explicit.
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return {"seconds": v}
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "Load":
+        if self.duration_s is None and self.requests is None:
+            raise ValueError("set 'duration_s' and/or 'requests' to say when a level ends")
+        for level in self.levels:
+            if level <= 0:
+                raise ValueError("levels must be positive")
+            if self.pattern == "concurrency" and level != int(level):
+                raise ValueError("concurrency levels must be whole numbers")
+        return self
+
+
+class Slo(_Strict):
+    """Service-level objective; stored now, used for capacity and gates."""
+
+    ttft_p95_ms: Optional[float] = Field(None, gt=0)
+    ttft_p99_ms: Optional[float] = Field(None, gt=0)
+    itl_p95_ms: Optional[float] = Field(None, gt=0)
+    e2e_p95_ms: Optional[float] = Field(None, gt=0)
+    error_rate: Optional[float] = Field(None, ge=0, le=1)
+
+
+class DatasetSpec(_Strict):
+    path: str
+    limit: Optional[int] = Field(None, ge=1, description="use the first N items (after slice filter)")
+    slices: list[str] = Field(default_factory=list, description="keep items having any of these slices")
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    dataset: DatasetSpec
+    targets: list[Target] = Field(min_length=1)
+    sampling: Sampling = Field(default_factory=Sampling)
+    load: Load
+    repeats: int = Field(1, ge=1, le=100)
+    slo: Slo = Field(default_factory=Slo)
+    gates: list[str] = Field(default_factory=list, description="acceptance gates, product language")
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _targets(self) -> "Scenario":
+        names = [t.name for t in self.targets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        if sum(t.role == "baseline" for t in self.targets) > 1:
+            raise ValueError("at most one target may have role 'baseline'")
+        return self
+
+
+class LoadedScenario:
+    """A validated scenario plus where it came from (for relative paths and hashing)."""
+
+    def __init__(self, scenario: Scenario, path: Path, raw_bytes: bytes):
+        self.scenario = scenario
+        self.path = path
+        self.sha256 = hashlib.sha256(raw_bytes).hexdigest()
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """Resolve a path named in the scenario relative to the scenario's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.folder / p)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key, for error messages."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    lines = {}
+    for key_node, _ in node.value:
+        try:
+            lines[loader.construct_object(key_node)] = key_node.start_mark.line + 1
+        except Exception:  # unhashable keys are reported by pydantic later
+            pass
+    loader.key_lines[id(mapping)] = (node.start_mark.line + 1, lines)
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_of(data: Any, loc: tuple, key_lines: dict) -> Optional[int]:
+    """Best-effort YAML line for a pydantic error location."""
+    line = None
+    node = data
+    for part in loc:
+        if isinstance(node, dict):
+            entry = key_lines.get(id(node))
+            if entry:
+                line = entry[1].get(part, entry[0])
+            node = node.get(part) if part in node else None
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            if isinstance(node, dict) and id(node) in key_lines:
+                line = key_lines[id(node)][0]
+        else:
+            break
+    return line
+
+
+def format_validation_error(path: Path, err: ValidationError, data: Any, key_lines: dict) -> str:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(data, loc, key_lines)
+    where = f"{path}:{line}" if line else str(path)
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (not part of the scenario format)"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = len(err.errors()) - 1
+    suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {field}: {msg}{suffix}"
+
+
+def parse_scenario(path: Path, raw: bytes) -> LoadedScenario:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    loader = _LineLoader(text)
+    loader.key_lines = {}
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ScenarioError(f"{where}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: expected a mapping of scenario fields at the top level")
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(format_validation_error(path, e, data, loader.key_lines)) from None
+    return LoadedScenario(scenario, path, raw)
+
+
+def load_scenario(path: Union[str, Path]) -> LoadedScenario:
+    """Read and validate a scenario file; the dataset file must exist.
+
+    Raises ScenarioError with one line naming file, field path (and line) and the problem.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read: {e.strerror}") from None
+    loaded = parse_scenario(path, raw)
+    ds = loaded.resolve(loaded.scenario.dataset.path)
+    if not ds.is_file():
+        raise ScenarioError(f"{path}: dataset.path: no such file {ds}")
+    return loaded

@@ -1,0 +1,86 @@
+"""``benchbox sweep``: event loop, signals, and the final table around a Sweep.
+
+First Ctrl-C (or SIGTERM): stop issuing, cancel in-flight requests (recorded as
+``cancelled``), stop managed servers, write an incomplete result.json. Second Ctrl-C:
+kill managed servers and exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench.dataset import Dataset
+from bench.report.progress import Progress
+from bench.report.terminal import render_result
+from bench.scenario import LoadedScenario, ScenarioError
+from bench.sweep import Sweep, SweepError, make_run_dir
+
+EXIT_OK, EXIT_USAGE, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 2, 4, 130
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+async def _main(sweep: Sweep, console: Console) -> tuple[int, str | None]:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(sweep.run())
+
+    def on_signal(signame: str) -> None:
+        if sweep.state.interrupted:
+            console.print("[red]second interrupt: exiting now[/]")
+            for server in list(sweep.state.servers):
+                server.kill_now() if hasattr(server, "kill_now") else None
+            sweep.state.writer.close()
+            os._exit(EXIT_INTERRUPTED)
+        sweep.state.interrupted = signame
+        console.print(f"[yellow]{signame}: cancelling in-flight requests, keeping records "
+                      "(press Ctrl-C again to exit at once)[/]")
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, signal.Signals(sig).name)
+    try:
+        await task
+        return EXIT_OK, None
+    except asyncio.CancelledError:
+        return EXIT_INTERRUPTED, None
+    except SweepError as e:
+        return EXIT_RUN_FAILED, str(e)
+    except ScenarioError as e:
+        return EXIT_USAGE, str(e)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, quiet: bool) -> int:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)  # logs and CI: wide enough for the results table
+    run_dir = make_run_dir(out_dir, loaded.scenario.name)
+    progress = Progress(Console(quiet=True) if quiet else console)
+    sweep = Sweep(loaded, dataset, run_dir, progress, say=lambda msg: console.print(msg))
+    console.print(f"benchbox: {loaded.scenario.name}: {len(dataset.items)} items, run directory {run_dir}")
+    code, error = EXIT_RUN_FAILED, None
+    try:
+        code, error = _run(_main(sweep, console))
+    finally:
+        progress.close()
+        result = sweep.finalize(complete=(code == EXIT_OK))
+    if error:
+        console.print(f"[red]benchbox: error: {error}[/]")
+    render_result(result, console)
+    console.print(f"records: {run_dir / 'records.jsonl'}  result: {run_dir / 'result.json'}")
+    return code
