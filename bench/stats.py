@@ -40,6 +40,8 @@ class LevelAccumulator:
     usage_missing: int = 0
     window_start_ns: Optional[int] = None
     window_end_ns: Optional[int] = None
+    first_sent_ns: Optional[int] = None
+    last_sent_ns: Optional[int] = None
     finish_reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, r: RequestRecord) -> None:
@@ -51,6 +53,11 @@ class LevelAccumulator:
             self.window_start_ns = start
         if r.end_ns and (self.window_end_ns is None or r.end_ns > self.window_end_ns):
             self.window_end_ns = r.end_ns
+        if r.sent_ns:
+            if self.first_sent_ns is None or r.sent_ns < self.first_sent_ns:
+                self.first_sent_ns = r.sent_ns
+            if self.last_sent_ns is None or r.sent_ns > self.last_sent_ns:
+                self.last_sent_ns = r.sent_ns
         if r.error is not None:
             self.errors[r.error] = self.errors.get(r.error, 0) + 1
             return
@@ -83,6 +90,10 @@ class LevelAccumulator:
         failed = sum(self.errors.values())
         # Cancelled requests say nothing about the server: excluded from the error rate.
         judged = measured - self.errors.get("cancelled", 0)
+        # Achieved arrival rate: n sends span n-1 intervals.
+        achieved = None
+        if measured > 1 and self.first_sent_ns is not None and self.last_sent_ns > self.first_sent_ns:
+            achieved = (measured - 1) / ((self.last_sent_ns - self.first_sent_ns) / 1e9)
         window_s = None
         if self.window_start_ns is not None and self.window_end_ns is not None:
             window_s = max(1e-9, (self.window_end_ns - self.window_start_ns) / 1e9)
@@ -113,7 +124,7 @@ class LevelAccumulator:
             "throughput": {
                 "requests_per_s": self.ok / window_s if window_s else None,
                 "output_tokens_per_s": self.output_tokens / window_s if window_s else None,
-                "achieved_rate_per_s": measured / window_s if window_s else None,
+                "achieved_rate_per_s": achieved,
             },
             "tokens": {
                 "output_total": self.output_tokens,
