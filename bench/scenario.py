@@ -45,7 +45,7 @@ class Target(_Strict):
     url: Optional[str] = None
     server: Optional[ManagedServerSpec] = None
     protocol: Literal["openai-chat", "openai-completions"] = "openai-chat"
-    model: str = Field(description="model name sent in each request")
+    model: Optional[str] = Field(None, description="model name sent in each request (managed: the server's model)")
     api_key_env: Optional[str] = Field(None, description="environment variable holding the API key")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(120.0, gt=0, le=86_400)
@@ -71,6 +71,11 @@ class Target(_Strict):
     def _url_or_server(self) -> "Target":
         if (self.url is None) == (self.server is None):
             raise ValueError("give exactly one of 'url' (an existing endpoint) or 'server' (launched by benchbox)")
+        if self.model is None:
+            if self.server is None:
+                raise ValueError("'model' is required for a target given by url (the name sent in each request)")
+            # Managed servers are launched with --alias <model>, so the catalog name is the served name.
+            object.__setattr__(self, "model", self.server.model or self.server.definition)
         return self
 
 

@@ -167,7 +167,10 @@ class Sweep:
 
         log_path = self.state.run_dir / f"server-{target.name}.log"
         dirs = [self.loaded.folder.parent / "servers", self.loaded.folder / "servers", REPO_SERVERS]
-        server = ManagedServer(target.server, target.name, log_path, dirs, progress=self.say)
+        try:
+            server = ManagedServer(target.server, target.name, log_path, dirs, progress=self.say)
+        except ServerError as e:
+            raise SweepError(f"target {target.name}: {e}") from None
         self.state.servers.append(server)
         try:
             await server.start()

@@ -41,7 +41,7 @@ async def _main(sweep: Sweep, console: Console) -> tuple[int, str | None]:
         if sweep.state.interrupted:
             console.print("[red]second interrupt: exiting now[/]")
             for server in list(sweep.state.servers):
-                server.kill_now() if hasattr(server, "kill_now") else None
+                server.stop_sync(grace_s=0.5)
             sweep.state.writer.close()
             os._exit(EXIT_INTERRUPTED)
         sweep.state.interrupted = signame
