@@ -32,6 +32,7 @@ class Exchange:
     __slots__ = (
         "record", "adapter", "sse", "future", "done_marker", "parts", "reasoning", "is_sse",
         "error_body", "body_bytes", "max_bytes", "raw_body", "message_complete", "retry_after", "resolved",
+        "stale",
     )
 
     def __init__(self, record: RequestRecord, adapter: Adapter, future: asyncio.Future, max_bytes: int):
@@ -50,6 +51,7 @@ class Exchange:
         self.message_complete = False
         self.retry_after: Optional[str] = None
         self.resolved = False  # the record is final; later callbacks must not touch it
+        self.stale = False     # sent on a kept-alive connection the server had already closed
 
     # -- callbacks from the connection (``now`` was stamped before parsing) --
     def on_headers(self, status: int, content_type: bytes) -> None:
@@ -149,6 +151,13 @@ class Exchange:
         if not self.future.done():
             self.future.set_result(None)
 
+    def mark_stale(self) -> None:
+        """The reused connection died before any response byte: the request never reached a
+        handler, so it may be resent on a fresh connection (what curl and urllib3 do)."""
+        self.stale = True
+        if not self.future.done():
+            self.future.set_result(None)
+
     def fail(self, error_class: str, detail: str, now: int) -> None:
         if self.resolved:
             return
@@ -182,6 +191,7 @@ class HttpConnection(asyncio.Protocol):
         self._content_type = b""
         self._header_name = b""
         self._chunked_or_length = False
+        self.served = 0  # responses completed on this connection
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -209,7 +219,9 @@ class HttpConnection(asyncio.Protocol):
         if ex is None or ex.resolved:
             return
         now = perf_counter_ns()
-        if exc is None and ex.record.status is not None and not self._chunked_or_length:
+        if self.served and ex.record.first_byte_ns is None:
+            ex.mark_stale()
+        elif exc is None and ex.record.status is not None and not self._chunked_or_length:
             ex.on_message_complete(now)  # body delimited by connection close: a clean end
         elif exc is None and ex.record.status is not None and ex.is_sse and (ex.done_marker or ex.record.finish_reason):
             ex.finish(now)  # server closed right after a complete stream
@@ -237,6 +249,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.exchange
+        self.served += 1
         if ex is not None:
             if not self.parser.should_keep_alive():
                 self.usable = False
@@ -291,9 +304,13 @@ class Endpoint:
         self._static_headers = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         self._idle: list[HttpConnection] = []
         self._all: set[HttpConnection] = set()
+        self.stale_resends = 0
+        # Some servers (llama.cpp's httplib) announce keep-alive but close after each streamed
+        # response. After a few stale resends, stop pooling: every request gets a fresh connection.
+        self.reuse_connections = True
 
-    async def _acquire(self, timeout_s: float) -> tuple[HttpConnection, bool]:
-        while self._idle:
+    async def _acquire(self, timeout_s: float, fresh: bool = False) -> tuple[HttpConnection, bool]:
+        while self._idle and not fresh:
             conn = self._idle.pop()
             if conn.usable and conn.transport is not None and not conn.transport.is_closing():
                 return conn, False
@@ -311,7 +328,7 @@ class Endpoint:
 
     def _release(self, conn: HttpConnection, reusable: bool) -> None:
         conn.exchange = None
-        if reusable and conn.usable and conn.transport is not None and not conn.transport.is_closing():
+        if reusable and self.reuse_connections and conn.usable and conn.transport is not None and not conn.transport.is_closing():
             self._idle.append(conn)
         else:
             conn.close()
@@ -322,29 +339,42 @@ class Endpoint:
         request failures (they become ``record.error``); re-raises CancelledError after
         marking the record ``cancelled``."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        exchange = Exchange(record, adapter, future, self.max_response_bytes)
+        exchange = Exchange(record, adapter, loop.create_future(), self.max_response_bytes)
         record.sent_ns = perf_counter_ns()
         timer = loop.call_later(timeout_s, _on_timeout, exchange, timeout_s)
         conn: Optional[HttpConnection] = None
+        head = (
+            f"POST {self.prefix}{path} HTTP/1.1\r\nContent-Length: {len(body)}\r\nX-Request-Id: {record.request_id}\r\n"
+        ).encode("latin-1")
         try:
-            try:
-                conn, record.new_connection = await self._acquire(timeout_s)
-            except asyncio.TimeoutError:
-                exchange.fail("timeout", f"no connection to {self.host}:{self.port} within {timeout_s:g} s",
-                              perf_counter_ns())
-                return
-            except (OSError, ssl.SSLError) as e:
-                exchange.fail("connect", f"cannot connect to {self.host}:{self.port}: {e.strerror or e}", perf_counter_ns())
-                return
-            if exchange.resolved:  # timed out while connecting
-                return
-            conn.begin(exchange)
-            head = (
-                f"POST {self.prefix}{path} HTTP/1.1\r\nContent-Length: {len(body)}\r\nX-Request-Id: {record.request_id}\r\n"
-            ).encode("latin-1")
-            conn.transport.write(head + self._static_headers + b"\r\n" + body)  # type: ignore[union-attr]
-            await future
+            for attempt in (0, 1):
+                try:
+                    conn, record.new_connection = await self._acquire(timeout_s, fresh=attempt > 0)
+                except asyncio.TimeoutError:
+                    exchange.fail("timeout", f"no connection to {self.host}:{self.port} within {timeout_s:g} s",
+                                  perf_counter_ns())
+                    return
+                except (OSError, ssl.SSLError) as e:
+                    exchange.fail("connect", f"cannot connect to {self.host}:{self.port}: {e.strerror or e}",
+                                  perf_counter_ns())
+                    return
+                if exchange.resolved:  # timed out while connecting
+                    return
+                conn.begin(exchange)
+                conn.transport.write(head + self._static_headers + b"\r\n" + body)  # type: ignore[union-attr]
+                await exchange.future
+                if not (exchange.stale and not exchange.resolved):
+                    return
+                # Resend once on a fresh connection; `sent_ns` keeps the first attempt, so the
+                # (sub-millisecond) cost stays inside the measured latency.
+                self.stale_resends += 1
+                if self.stale_resends >= 3:
+                    self.reuse_connections = False
+                self._release(conn, False)
+                conn = None
+                exchange.stale = False
+                exchange.future = loop.create_future()
+            exchange.fail("broken_stream", "connection closed before any response, twice", perf_counter_ns())
         except asyncio.CancelledError:
             exchange.fail("cancelled", "run interrupted while the request was in flight", perf_counter_ns())
             raise
