@@ -50,7 +50,8 @@ class LatencyHistogram:
         return self.hist.get_total_count()
 
     def merge(self, other: "LatencyHistogram") -> None:
-        self.hist.add(other.hist)
+        if other.count:  # hdrh's add() would take an empty histogram's min of 0
+            self.hist.add(other.hist)
         self.out_of_range += other.out_of_range
 
     def encode(self) -> str:

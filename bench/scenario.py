@@ -8,6 +8,7 @@ because a misspelt key that is silently ignored produces a benchmark of the wron
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -56,14 +57,14 @@ class Target(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.'")
         return v
 
     @field_validator("url", "metrics_url")
     @classmethod
     def _url(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not _URL.match(v):
+        if v is not None and not _URL.fullmatch(v):
             raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8080, got {v!r}")
         return v.rstrip("/") if v else v
 
@@ -121,8 +122,8 @@ class Load(_Strict):
         if self.duration_s is None and self.requests is None:
             raise ValueError("set 'duration_s' and/or 'requests' to say when a level ends")
         for level in self.levels:
-            if level <= 0:
-                raise ValueError("levels must be positive")
+            if not math.isfinite(level) or level <= 0:
+                raise ValueError("levels must be positive, finite numbers")
             if self.pattern == "concurrency" and level != int(level):
                 raise ValueError("concurrency levels must be whole numbers")
         return self
@@ -163,7 +164,7 @@ class Scenario(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.'")
         return v
 
@@ -237,7 +238,7 @@ def _line_of(data: Any, loc: tuple, key_lines: dict) -> Optional[int]:
 def format_validation_error(path: Path, err: ValidationError, data: Any, key_lines: dict) -> str:
     first = err.errors()[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    field = ".".join(str(p) for p in loc) or "(top level)"
+    field = ".".join(repr(p)[1:-1] if isinstance(p, str) else str(p) for p in loc) or "(top level)"
     line = _line_of(data, loc, key_lines)
     where = f"{path}:{line}" if line else str(path)
     msg = first["msg"]
@@ -247,6 +248,7 @@ def format_validation_error(path: Path, err: ValidationError, data: Any, key_lin
         msg = "required field is missing"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    msg = " ".join(msg.split())  # always one line
     more = len(err.errors()) - 1
     suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{where}: {field}: {msg}{suffix}"

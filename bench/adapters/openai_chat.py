@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench.adapters.base import Delta
-from bench.adapters.openai_common import common_fields, load_json, sampling_fields
+from bench.adapters.openai_common import (
+    common_fields, finish_field, first_choice, load_json, sampling_fields, text_field,
+)
 from bench.dataset import Item
 from bench.scenario import Sampling
 
@@ -25,22 +27,17 @@ class OpenAIChatAdapter:
             delta.malformed = True
             return delta
         common_fields(obj, delta)
-        choices = obj.get("choices")
-        if choices:
-            choice = choices[0]
-            if not isinstance(choice, dict):
-                delta.malformed = True
-                return delta
-            d = choice.get("delta") or {}
-            content = d.get("content")
-            if content:
-                delta.content = content
-            # vLLM/SGLang send `reasoning_content`; some servers `reasoning`. Kept apart from the answer.
-            reasoning = d.get("reasoning_content") or d.get("reasoning")
-            if reasoning:
-                delta.reasoning = reasoning
-            if choice.get("finish_reason"):
-                delta.finish_reason = choice["finish_reason"]
+        choice = first_choice(obj, delta)
+        if choice is None:
+            return delta
+        d = choice.get("delta") or {}
+        if not isinstance(d, dict):
+            delta.malformed = True
+            return delta
+        delta.content = text_field(d.get("content"), delta)
+        # vLLM/SGLang send `reasoning_content`; some servers `reasoning`. Kept apart from the answer.
+        delta.reasoning = text_field(d.get("reasoning_content") or d.get("reasoning"), delta)
+        delta.finish_reason = finish_field(choice, delta)
         return delta
 
     def parse_body(self, body: bytes) -> Delta:
@@ -50,10 +47,14 @@ class OpenAIChatAdapter:
             delta.malformed = True
             return delta
         common_fields(obj, delta)
-        choices = obj.get("choices")
-        if choices and isinstance(choices[0], dict):
-            msg = choices[0].get("message") or {}
-            delta.content = msg.get("content") or ""
-            delta.reasoning = msg.get("reasoning_content") or msg.get("reasoning") or ""
-            delta.finish_reason = choices[0].get("finish_reason")
+        choice = first_choice(obj, delta)
+        if choice is None:
+            return delta
+        msg = choice.get("message") or {}
+        if not isinstance(msg, dict):
+            delta.malformed = True
+            return delta
+        delta.content = text_field(msg.get("content"), delta)
+        delta.reasoning = text_field(msg.get("reasoning_content") or msg.get("reasoning"), delta)
+        delta.finish_reason = finish_field(choice, delta)
         return delta

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import orjson
 
@@ -21,8 +21,7 @@ def sampling_fields(item: Item, sampling: Sampling, stream: bool) -> dict[str, A
     }
     if sampling.seed is not None:
         body["seed"] = sampling.seed
-    if sampling.stop:
-        body["stop"] = list(sampling.stop)
+    body["stop"] = list(sampling.stop)
     if stream:
         # Token counts must come from the server, not from counting chunks.
         body["stream_options"] = {"include_usage": True}
@@ -52,3 +51,34 @@ def common_fields(obj: dict[str, Any], delta: Delta) -> None:
         delta.timings = timings
     if "error" in obj and obj["error"]:
         delta.error = error_message(obj)
+
+
+def first_choice(obj: dict[str, Any], delta: Delta) -> Optional[dict[str, Any]]:
+    """``choices[0]`` when well-formed; None when absent (usage-only chunk) or malformed (flagged)."""
+    choices = obj.get("choices")
+    if choices is None or choices == []:
+        return None
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        delta.malformed = True
+        return None
+    return choices[0]
+
+
+def text_field(value: Any, delta: Delta) -> str:
+    """A text delta: a string, or nothing. Anything else marks the event malformed."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        delta.malformed = True
+        return ""
+    return value
+
+
+def finish_field(choice: dict[str, Any], delta: Delta) -> Optional[str]:
+    reason = choice.get("finish_reason")
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        delta.malformed = True
+        return None
+    return reason

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench.adapters.base import Delta
-from bench.adapters.openai_common import common_fields, load_json, sampling_fields
+from bench.adapters.openai_common import (
+    common_fields, finish_field, first_choice, load_json, sampling_fields, text_field,
+)
 from bench.dataset import Item
 from bench.scenario import Sampling
 
@@ -30,17 +32,11 @@ class OpenAICompletionsAdapter:
             delta.malformed = True
             return delta
         common_fields(obj, delta)
-        choices = obj.get("choices")
-        if choices:
-            choice = choices[0]
-            if not isinstance(choice, dict):
-                delta.malformed = True
-                return delta
-            text = choice.get("text")
-            if text:
-                delta.content = text
-            if choice.get("finish_reason"):
-                delta.finish_reason = choice["finish_reason"]
+        choice = first_choice(obj, delta)
+        if choice is None:
+            return delta
+        delta.content = text_field(choice.get("text"), delta)
+        delta.finish_reason = finish_field(choice, delta)
         return delta
 
     def parse_body(self, body: bytes) -> Delta:
@@ -50,8 +46,9 @@ class OpenAICompletionsAdapter:
             delta.malformed = True
             return delta
         common_fields(obj, delta)
-        choices = obj.get("choices")
-        if choices and isinstance(choices[0], dict):
-            delta.content = choices[0].get("text") or ""
-            delta.finish_reason = choices[0].get("finish_reason")
+        choice = first_choice(obj, delta)
+        if choice is None:
+            return delta
+        delta.content = text_field(choice.get("text"), delta)
+        delta.finish_reason = finish_field(choice, delta)
         return delta

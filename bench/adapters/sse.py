@@ -48,6 +48,12 @@ class SSEParser:
                 self.comments += 1
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip()
+            elif line.startswith(b"error:"):
+                # Not an SSE field, but some llama.cpp builds report failures as `error: {json}`;
+                # dropping it would turn a server error into an "empty" or even "ok" response.
+                value = line[6:]
+                self._event = b"error"
+                self._data.append(value[1:] if value.startswith(b" ") else value)
             # id:, retry: and unknown fields are ignored, as the SSE spec says.
         self._buf = buf[start:]
         return events

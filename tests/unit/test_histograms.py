@@ -111,8 +111,6 @@ def test_merge_equals_recording_all(a: list[int], b: list[int], a_bad: list[int]
     assert ha.hist.get_value_at_percentile(90) == both.hist.get_value_at_percentile(90)
 
 
-@pytest.mark.xfail(reason="bug: LatencyHistogram.merge with an empty histogram sets min to 0 "
-                          "(hdrh's add() takes min() with the empty one's get_min_value() == 0)", strict=True)
 def test_merge_with_empty_keeps_min() -> None:
     h = LatencyHistogram.from_ns([5 * MS, 7 * MS])
     h.merge(LatencyHistogram.empty())
