@@ -63,6 +63,7 @@ def build_result(
         "levels": levels,
         "targets": targets,
         "notes": notes or [],
+        "failures": [],
     }
 
 
@@ -86,12 +87,14 @@ def rebuild_from_records(run_dir: Path) -> dict[str, Any]:
     for name in manifest["targets"]:
         entry = targets.setdefault(name, {})
         entry["cold"] = cold_summary(r for r in records if r.target == name)
-    return build_result(
+    result = build_result(
         manifest, levels, targets,
         complete=bool(previous.get("complete", False)),
         interrupted=previous.get("interrupted"),
         notes=previous.get("notes"),
     )
+    result["failures"] = previous.get("failures", [])
+    return result
 
 
 def load_result(path: Path) -> ResultFile:

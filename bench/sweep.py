@@ -38,6 +38,7 @@ class SweepState:
     levels: list[dict[str, Any]] = field(default_factory=list)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # e.g. a managed server died mid-run
     interrupted: Optional[str] = None
     current: Optional[LevelAccumulator] = None
     servers: list[Any] = field(default_factory=list)
@@ -111,7 +112,12 @@ class Sweep:
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
         for target in ordered_targets(self.sc.targets):
-            await self._run_target(target)
+            try:
+                await self._run_target(target)
+            except SweepError as e:
+                # One target's server failing does not void the others' measurements.
+                self.state.failures.append(str(e))
+                self.say(f"error: {e}")
             if self.state.interrupted:
                 break
 
@@ -122,7 +128,9 @@ class Sweep:
             st.levels.append(st.current.summary())
             st.current = None
         st.writer.close()
+        complete = complete and not st.failures
         result = build_result(st.manifest, st.levels, st.targets, complete, st.interrupted, st.notes)
+        result["failures"] = list(st.failures)
         write_json_atomic(st.run_dir / "result.json", result)
         write_json_atomic(st.run_dir / "manifest.json", st.manifest)
         return result
@@ -210,10 +218,10 @@ class Sweep:
                 self.say(note)
                 return
             if server is not None and server.exited() is not None:
-                note = (f"{target.name}: server exited (code {server.exited()}) during level {level:g}; "
-                        f"last log lines:\n{server.log_tail(10)}")
-                st.notes.append(note)
-                self.say(note)
+                failure = (f"{target.name}: managed server exited (code {server.exited()}) during level "
+                           f"{level:g}; records so far are kept; last log lines:\n{server.log_tail(10)}")
+                st.failures.append(failure)
+                self.say(failure)
                 return
             rate = summary["error_rate"]
             if load.stop_error_rate is not None and rate is not None and rate > load.stop_error_rate:

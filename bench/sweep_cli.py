@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from bench.dataset import Dataset
 from bench.report.progress import Progress
@@ -53,6 +54,8 @@ async def _main(sweep: Sweep, console: Console) -> tuple[int, str | None]:
         loop.add_signal_handler(sig, on_signal, signal.Signals(sig).name)
     try:
         await task
+        if sweep.state.failures:
+            return EXIT_RUN_FAILED, sweep.state.failures[0].splitlines()[0]
         return EXIT_OK, None
     except asyncio.CancelledError:
         return EXIT_INTERRUPTED, None
@@ -71,16 +74,16 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
         console = Console(width=170)  # logs and CI: wide enough for the results table
     run_dir = make_run_dir(out_dir, loaded.scenario.name)
     progress = Progress(Console(quiet=True) if quiet else console)
-    sweep = Sweep(loaded, dataset, run_dir, progress, say=lambda msg: console.print(msg))
+    sweep = Sweep(loaded, dataset, run_dir, progress, say=lambda msg: console.print(msg, markup=False, highlight=False))
     console.print(f"benchbox: {loaded.scenario.name}: {len(dataset.items)} items, run directory {run_dir}")
     code, error = EXIT_RUN_FAILED, None
     try:
         code, error = _run(_main(sweep, console))
     finally:
         progress.close()
-        result = sweep.finalize(complete=(code == EXIT_OK))
+        result = sweep.finalize(complete=(code in (EXIT_OK, EXIT_RUN_FAILED)))
     if error:
-        console.print(f"[red]benchbox: error: {error}[/]")
+        console.print(f"[red]benchbox: error: {escape(error)}[/]")
     render_result(result, console)
     console.print(f"records: {run_dir / 'records.jsonl'}  result: {run_dir / 'result.json'}")
     return code

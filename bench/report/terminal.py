@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -58,11 +59,13 @@ def render_result(result: dict[str, Any], console: Console) -> None:
             )
             ready = server.get("launch_to_ready_s")
             console.print(
-                f"cold start {name}: launch→ready {_num(ready, 2)} s" + (f"; first requests: {firsts}" if cold else "")
+                f"cold start {escape(name)}: launch→ready {_num(ready, 2)} s" + (f"; first requests: {firsts}" if cold else "")
             )
         for lv in levels:
             if lv["target"] == name and lv["tokens"]["usage_missing"]:
                 console.print(f"[yellow]{name} @ {lv['level']:g}: {lv['tokens']['usage_missing']} responses "
                               "without usage; their token counts are chunk counts[/]")
+    for failure in result.get("failures", []):
+        console.print(f"[red]failure:[/] {escape(failure)}")
     for note in result.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
