@@ -138,7 +138,8 @@ def _fake_index(tmp_path, monkeypatch, filename: str, payload: bytes, listed_sha
     proj = tmp_path / "simple" / "fake-proj"
     proj.mkdir(parents=True, exist_ok=True)
     (proj / "index.html").write_text(
-        f'<html><body><a href="{(files / filename).as_uri()}#sha256={listed_sha or sha}">{filename}</a></body></html>')
+        f'<html><body><a href="{(files / filename).as_uri()}#sha256={listed_sha or sha}">{filename}</a>'
+        "</body></html>")
     monkeypatch.setenv("BENCHBOX_PYPI_SIMPLE", (tmp_path / "simple").as_uri())
     return sha
 
@@ -206,7 +207,8 @@ def test_cmake_command_lines(tmp_path):
     assert cfg[:5] == ["cmake", "-S", str(src), "-B", str(b)]
     for flag in ("-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF",
                  "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_UI=OFF",
-                 "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON"):
+                 "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_CURL=OFF",
+                 "-DGGML_NATIVE=ON"):
         assert flag in cfg
     assert "-G" not in cfg
     assert pv.cmake_configure_cmd(src, b, "Ninja")[5:7] == ["-G", "Ninja"]
@@ -219,8 +221,8 @@ def test_cmake_command_lines(tmp_path):
 def test_quantize_command_line(tmp_path):
     build = pv.LlamaCppBuild(tmp_path / "s", tmp_path / "q", tmp_path / "p")
     cmd = pv.quantize_cmd(build, tmp_path / "a.gguf", tmp_path / "b.gguf", "Q2_K", 2)
-    assert cmd == [str(tmp_path / "q"), "--allow-requantize", str(tmp_path / "a.gguf"), str(tmp_path / "b.gguf"),
-                   "Q2_K", "2"]
+    assert cmd == [str(tmp_path / "q"), "--allow-requantize", str(tmp_path / "a.gguf"),
+                   str(tmp_path / "b.gguf"), "Q2_K", "2"]
 
 
 def test_cache_hit_returns_instantly_without_cmake(cache, monkeypatch):
@@ -300,7 +302,8 @@ def test_lock_makes_the_second_process_wait(cache):
 def test_model_facts_reads_gguf_and_caches_sha(tmp_path, monkeypatch):
     f = _gguf(tmp_path / "m.gguf", file_type=10)
     facts = pv.model_facts(f)
-    assert facts["quantization"] == "Q2_K" and facts["architecture"] == "llama" and facts["model_name"] == "Tiny"
+    assert facts["quantization"] == "Q2_K" and facts["architecture"] == "llama"
+    assert facts["model_name"] == "Tiny"
     assert facts["size_bytes"] == f.stat().st_size
     assert facts["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
     assert Path(str(f) + ".sha256").is_file()

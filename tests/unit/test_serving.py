@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import stat
 import sys
 import textwrap
 import time
@@ -44,8 +43,9 @@ def _fake_install(cache: Path) -> None:
     for t in pv.LLAMACPP_TARGETS:
         (d / "bin" / t).write_text("#!/bin/sh\n")
         (d / "bin" / t).chmod(0o755)
-    (d / "build.json").write_text(json.dumps({"version": pv.LLAMACPP_VERSION, "cmake_flags": list(pv.CMAKE_FLAGS),
-                                              "server_version": "version: fake"}))
+    (d / "build.json").write_text(json.dumps({
+        "version": pv.LLAMACPP_VERSION, "cmake_flags": list(pv.CMAKE_FLAGS),
+        "server_version": "version: fake"}))
     (cache / "models").mkdir(parents=True)
     (cache / "models" / "smollm2-135m-q4_1.gguf").write_bytes(b"GGUF" + b"\0" * 100)
 
@@ -67,7 +67,8 @@ def test_every_shipped_definition_parses():
 
 def test_llamacpp_definition_flags():
     d = sv.load_definition("llamacpp", [sv.REPO_SERVERS])
-    for flag in ("--metrics", "--slots", "--no-webui", "--cont-batching", "-np", "-c", "--threads", "--alias"):
+    for flag in ("--metrics", "--slots", "--no-webui", "--cont-batching", "-np", "-c", "--threads",
+                 "--alias"):
         assert flag in d.command
     assert int(d.defaults["ctx"]) // int(d.defaults["parallel"]) >= 2048  # per-slot context for the eval sets
 
@@ -161,7 +162,8 @@ def test_model_path_and_default_model(cache, tmp_path):
     s.prepare()
     assert s.argv[s.argv.index("-m") + 1] == str(own) and s.argv[s.argv.index("--alias") + 1] == "own-model"
     assert s.port == 18123
-    s2 = sv.ManagedServer(ManagedServerSpec(definition="llamacpp"), "t", tmp_path / "l.log", [sv.REPO_SERVERS])
+    s2 = sv.ManagedServer(ManagedServerSpec(definition="llamacpp"), "t", tmp_path / "l.log",
+                          [sv.REPO_SERVERS])
     s2.prepare()
     assert s2.argv[s2.argv.index("--alias") + 1] == "smollm2-135m-q4_1"
 
@@ -176,13 +178,14 @@ def test_missing_model_file_is_a_server_error(cache, tmp_path):
 
 def test_docker_definitions_render(monkeypatch, tmp_path):
     monkeypatch.setattr(sv.shutil, "which", lambda name: "/usr/bin/docker" if name == "docker" else None)
-    s = sv.ManagedServer(ManagedServerSpec(definition="vllm", model="org/Model-1B"), "cand.1", tmp_path / "l.log",
-                         [sv.REPO_SERVERS])
+    s = sv.ManagedServer(ManagedServerSpec(definition="vllm", model="org/Model-1B"), "cand.1",
+                         tmp_path / "l.log", [sv.REPO_SERVERS])
     s.prepare()
     a = s.argv
     assert a[a.index("-p") + 1] == f"127.0.0.1:{s.port}:8000"
     assert a[a.index("--name") + 1] == f"benchbox-cand.1-{s.port}"
-    assert a[a.index("--model") + 1] == "org/Model-1B" and a[a.index("--served-model-name") + 1] == "org/Model-1B"
+    assert a[a.index("--model") + 1] == "org/Model-1B"
+    assert a[a.index("--served-model-name") + 1] == "org/Model-1B"
     assert s._stop_argv == ["docker", "stop", "--time", "10", f"benchbox-cand.1-{s.port}"]
     repo = tmp_path / "model_repository"
     repo.mkdir()
@@ -241,8 +244,8 @@ def _fake_def(tmp_path: Path, mode: str = "plain", delay: float = 0.3, **extra) 
 
 
 def _server(tmp_path, defn: Path, **kw) -> sv.ManagedServer:
-    return sv.ManagedServer(ManagedServerSpec(definition=str(defn), **kw), "fake", tmp_path / "logs" / "fake.log",
-                            [tmp_path / "servers"])
+    return sv.ManagedServer(ManagedServerSpec(definition=str(defn), **kw), "fake",
+                            tmp_path / "logs" / "fake.log", [tmp_path / "servers"])
 
 
 def test_start_ready_stop(tmp_path):
@@ -340,7 +343,8 @@ def test_env_is_passed_and_rendered(tmp_path):
     p = _write(tmp_path / "servers", "envy", {
         **BASE, "name": "envy", "env": {"FAKE_PORT": "{port}"},
         "command": [sys.executable, "-c",
-                    f"import os,sys; open({str(out)!r},'w').write(os.environ['FAKE_PORT']+' '+os.environ['EXTRA'])"]})
+                    f"import os; open({str(out)!r}, 'w').write("
+                    "os.environ['FAKE_PORT'] + ' ' + os.environ['EXTRA'])"]})
     s = _server(tmp_path, p, env={"EXTRA": "yes"})
     with pytest.raises(sv.ServerError, match="exited with code 0"):
         asyncio.run(s.start())
@@ -388,7 +392,8 @@ def test_port_race_is_retried(tmp_path):
             sys.exit(1)
         os.execv(sys.executable, [sys.executable, {str(script)!r}, sys.argv[1], "0", "plain"])
     """))
-    p = _write(tmp_path / "servers", "racy", {**BASE, "name": "racy", "command": [sys.executable, str(wrapper), "{port}"]})
+    p = _write(tmp_path / "servers", "racy",
+               {**BASE, "name": "racy", "command": [sys.executable, str(wrapper), "{port}"]})
     s = _server(tmp_path, p)
 
     async def go():
