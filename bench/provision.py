@@ -158,7 +158,7 @@ CATALOG: dict[str, CatalogModel] = {
         _GEMMA_BASE, _derived(_GEMMA_BASE, "Q3_K_S"), _derived(_GEMMA_BASE, "Q2_K"),
     )
 }
-DEFAULT_MODELS = ("smollm2-135m-q4_1", "smollm2-135m-q3_k_s", "smollm2-135m-q2_k")
+DEFAULT_MODELS = ("smollm2-135m-q4_1", "smollm2-135m-q4_0", "smollm2-135m-q3_k_s", "smollm2-135m-q2_k")
 
 
 # ---------------------------------------------------------------------------------------------- paths

@@ -212,16 +212,16 @@ class Sweep:
                 st.levels.append(summary)
                 st.current = None
                 self.progress.end_level(summary)
-            if runner.unreachable:
-                note = f"{target.name} @ {level:g}: endpoint unreachable, stopped this target"
-                st.notes.append(note)
-                self.say(note)
-                return
             if server is not None and server.exited() is not None:
                 failure = (f"{target.name}: managed server exited (code {server.exited()}) during level "
                            f"{level:g}; records so far are kept; last log lines:\n{server.log_tail(10)}")
                 st.failures.append(failure)
                 self.say(failure)
+                return
+            if runner.unreachable:
+                note = f"{target.name} @ {level:g}: endpoint unreachable, stopped this target"
+                st.notes.append(note)
+                self.say(note)
                 return
             rate = summary["error_rate"]
             if load.stop_error_rate is not None and rate is not None and rate > load.stop_error_rate:

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from bench.dataset import Dataset
 from bench.report.progress import Progress
+from bench.report.quality_table import render_quality
 from bench.report.terminal import render_result
 from bench.scenario import LoadedScenario, ScenarioError
 from bench.sweep import Sweep, SweepError, make_run_dir
@@ -74,7 +75,7 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
         console = Console(width=170)  # logs and CI: wide enough for the results table
     run_dir = make_run_dir(out_dir, loaded.scenario.name)
     progress = Progress(Console(quiet=True) if quiet else console)
-    sweep = Sweep(loaded, dataset, run_dir, progress, say=lambda msg: console.print(msg, markup=False, highlight=False))
+    sweep = Sweep(loaded, dataset, run_dir, progress, say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
     console.print(f"benchbox: {loaded.scenario.name}: {len(dataset.items)} items, run directory {run_dir}")
     code, error = EXIT_RUN_FAILED, None
     try:
@@ -85,5 +86,21 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
     if error:
         console.print(f"[red]benchbox: error: {escape(error)}[/]")
     render_result(result, console)
+    if loaded.scenario.quality.scorers and code != EXIT_INTERRUPTED:
+        console.print("benchbox: quality pass over the captured responses...")
+        quality = attach_quality(loaded, dataset, run_dir, result)
+        if quality is not None:
+            render_quality(quality, console)
     console.print(f"records: {run_dir / 'records.jsonl'}  result: {run_dir / 'result.json'}")
     return code
+
+
+def attach_quality(loaded: LoadedScenario, dataset: Dataset, run_dir: Path, result: dict[str, Any]) -> Any:
+    """Score the run and store the quality section in result.json."""
+    from bench.results import write_json_atomic
+    from bench.score_run import quality_section
+
+    quality = quality_section(loaded, dataset, run_dir)
+    result["quality"] = quality
+    write_json_atomic(run_dir / "result.json", result)
+    return quality

@@ -22,7 +22,7 @@ from tests.conftest import REPO, load_records, only_run_dir, run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.llamacpp]
 
-MODELS = ("smollm2-135m-q4_1", "smollm2-135m-q3_k_s", "smollm2-135m-q2_k")
+MODELS = ("smollm2-135m-q4_1", "smollm2-135m-q4_0", "smollm2-135m-q2_k")
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +70,7 @@ def test_voice_ci_scenario_baseline_vs_quantized(tmp_path: Path, llamacpp: None)
     result = orjson.loads((run_dir / "result.json").read_bytes())
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
     assert result["complete"] is True and result["failures"] == []
-    names = ["smollm2-q4_1", "smollm2-q3_k_s", "smollm2-q2_k"]
+    names = ["smollm2-q4_1", "smollm2-q4_0", "smollm2-q2_k"]
     assert [(lv["target"], lv["level"]) for lv in result["levels"]] == [(n, lv) for n in names for lv in (1, 4)]
     for lv in result["levels"]:
         assert lv["requests"]["measured"] == 8 and lv["error_rate"] == 0.0, lv["requests"]
@@ -89,7 +89,7 @@ def test_voice_ci_scenario_baseline_vs_quantized(tmp_path: Path, llamacpp: None)
         assert manifest["targets"][name]["reported_models"]["data"], manifest["targets"][name]
         assert (run_dir / f"server-{name}.log").stat().st_size > 0
     # The compressed candidates really are smaller on disk than the baseline.
-    assert sizes["smollm2-q2_k"] < sizes["smollm2-q3_k_s"] < sizes["smollm2-q4_1"]
+    assert sizes["smollm2-q4_0"] < sizes["smollm2-q4_1"] and sizes["smollm2-q2_k"] < sizes["smollm2-q4_1"]
     assert "cold start smollm2-q4_1: launch→ready" in proc.stdout
     assert _llama_servers() <= before  # no orphan servers
 
