@@ -69,9 +69,25 @@ def _load(path: str) -> tuple[Any, Any]:
     try:
         loaded = load_scenario(path)
         dataset = load_dataset(loaded.resolve(loaded.scenario.dataset.path), loaded.scenario.dataset)
+        _check_scorers(loaded)
     except ScenarioError as e:
         fail(str(e))
     return loaded, dataset
+
+
+def _check_scorers(loaded: Any) -> None:
+    """Build every configured scorer once, so a bad scorer config fails before any request."""
+    from bench.scenario import ScenarioError
+
+    if not loaded.scenario.quality.scorers:
+        return
+    from bench.scoring import ScorerConfigError, build_scorer
+
+    for i, spec in enumerate(loaded.scenario.quality.scorers):
+        try:
+            build_scorer(spec, loaded.folder)
+        except ScorerConfigError as e:
+            raise ScenarioError(f"{loaded.path}: quality.scorers.{i}: {e}") from None
 
 
 @main.command()
@@ -114,6 +130,38 @@ def report(run_dir: Path, rebuild: bool) -> None:
         write_json_atomic(run_dir / "result.json", result)
     console = Console()
     render_result(result, console if console.is_terminal else Console(width=170))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--scenario", "scenario_file", default=None,
+              help="scenario to take the scorers from (default: the one the run used, if unchanged)")
+def score(run_dir: Path, scenario_file: Optional[str]) -> None:
+    """Re-run the quality pass on an existing run, without sending a request."""
+    import orjson
+    from rich.console import Console
+
+    from bench.report.quality_table import render_quality
+    from bench.results import write_json_atomic
+
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists() or not (run_dir / "records.jsonl").exists():
+        fail(f"{run_dir}: not a benchbox run directory (manifest.json and records.jsonl expected)")
+    manifest = orjson.loads(manifest_path.read_bytes())
+    loaded, dataset = _load(scenario_file or manifest["scenario"]["path"])
+    if dataset.sha256 != manifest["dataset"]["sha256"]:
+        fail(f"{run_dir}: the eval set changed since the run (sha256 {dataset.sha256[:12]} != "
+             f"{manifest['dataset']['sha256'][:12]}); scores would not describe these responses")
+    if not loaded.scenario.quality.scorers:
+        fail(f"{loaded.path}: quality.scorers is empty: nothing to score")
+    from bench.score_run import quality_section
+
+    result_path = run_dir / "result.json"
+    result = orjson.loads(result_path.read_bytes()) if result_path.exists() else {}
+    result["quality"] = quality_section(loaded, dataset, run_dir)
+    write_json_atomic(result_path, result)
+    console = Console()
+    render_quality(result["quality"], console if console.is_terminal else Console(width=170))
 
 
 if __name__ == "__main__":

@@ -139,6 +139,25 @@ class Slo(_Strict):
     error_rate: Optional[float] = Field(None, ge=0, le=1)
 
 
+class QualitySpec(_Strict):
+    """The quality pass over the captured responses (after the sweep, never in the hot path)."""
+
+    scorers: list[dict[str, Any]] = Field(
+        default_factory=list, description="each {name: <scorer>, ...config}; see bench/scoring")
+    primary: Optional[str] = Field(None, description="key of the headline outcome (default: first scorer's)")
+    by_level: bool = Field(False, description="also aggregate quality per load level")
+    min_slice_n: int = Field(30, ge=1, description="slices with fewer items get a stability warning")
+    rare_label_share: float = Field(0.05, gt=0, lt=1, description="labels rarer than this share are 'rare'")
+
+    @field_validator("scorers")
+    @classmethod
+    def _named(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, spec in enumerate(v):
+            if not isinstance(spec.get("name"), str):
+                raise ValueError(f"scorer {i} needs a 'name'")
+        return v
+
+
 class DatasetSpec(_Strict):
     path: str
     limit: Optional[int] = Field(None, ge=1, description="use the first N items (after slice filter)")
@@ -155,6 +174,7 @@ class Scenario(_Strict):
     repeats: int = Field(1, ge=1, le=100)
     slo: Slo = Field(default_factory=Slo)
     gates: list[str] = Field(default_factory=list, description="acceptance gates, product language")
+    quality: QualitySpec = Field(default_factory=QualitySpec)
 
     @field_validator("dataset", mode="before")
     @classmethod

@@ -78,7 +78,10 @@ def test_item_keys_and_fields(dataset):
         assert ("messages" in it) != ("prompt" in it), it["id"]
         assert "messages" in it, "all three sets use chat messages"
         msgs = it["messages"]
-        assert [m["role"] for m in msgs] == ["system", "user"], it["id"]
+        roles = [m["role"] for m in msgs]
+        # system prompt, optional worked examples (user/assistant pairs), then the item's user turn
+        assert roles[0] == "system" and roles[-1] == "user", it["id"]
+        assert roles[1:-1] == ["user", "assistant"] * ((len(roles) - 2) // 2), it["id"]
         for m in msgs:
             assert set(m) == {"role", "content"} and isinstance(m["content"], str) and m["content"], it["id"]
         if "max_tokens" in it:

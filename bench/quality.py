@@ -1,0 +1,182 @@
+"""The quality pass: score every captured response, then aggregate per target x slice.
+
+Runs after the sweep on ``records.jsonl`` (never in the request path), so `benchbox score`
+can redo it without sending a request. Two views of every number:
+
+- **model-only**: responses that arrived (transport failures excluded) — how good is the model;
+- **end-to-end**: the primary outcome with transport failures counted as wrong — what users get.
+
+Items are the unit of inference: each target's *canonical* answer to an item is its first
+measured response (lowest level, first repeat); the other responses to the same item measure
+instability (the noise floor for flips). Intervals are therefore over items, not over repeated
+identical answers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import orjson
+
+from bench.dataset import Dataset, Item
+from bench.records import RequestRecord
+from bench.scenario import QualitySpec
+from bench.scoring import build_scorer
+from bench.scoring.base import ScoreInput
+from bench.scoring.normalize import normalize_text
+from bench.significance import bootstrap_mean_interval, small_sample_warning, wilson_interval
+
+ALL = "all"
+TRANSPORT_OUTCOMES = {
+    "connect": "http_error", "http_4xx": "http_error", "http_5xx": "http_error", "timeout": "timeout",
+    "broken_stream": "broken_stream", "truncated": "truncated", "empty": "empty", "cancelled": "cancelled",
+}
+
+
+@dataclass(slots=True)
+class ScoredResponse:
+    """One response with its scores; what `scores.jsonl` holds, one line each."""
+
+    request_id: str
+    target: str
+    level: float
+    item_id: str
+    repeat: int
+    seq: int
+    outcome: str                      # ok | http_error | timeout | ... | parse_failure | schema_failure | refusal
+    transport_ok: bool
+    answer: Optional[str]             # normalised answer used for agreement (label, or the text)
+    scores: dict[str, Any] = field(default_factory=dict)
+
+
+class QualityPass:
+    def __init__(self, spec: QualitySpec, base_dir: Path, dataset: Dataset):
+        self.spec = spec
+        self.scorers = [build_scorer(s, base_dir) for s in spec.scorers]
+        self.items: dict[str, Item] = {i.id: i for i in dataset.items}
+        self.primary = spec.primary or next((s.primary for s in self.scorers if s.primary), None)
+
+    # -- scoring ---------------------------------------------------------------------
+    def score_record(self, r: RequestRecord) -> Optional[ScoredResponse]:
+        item = self.items.get(r.item_id)
+        if item is None:
+            return None
+        scores: dict[str, Any] = {}
+        transport_ok = r.error is None
+        if transport_ok:
+            inp = ScoreInput(item=item, text=r.output_text, finish_reason=r.finish_reason)
+            for scorer in self.scorers:
+                scores.update(scorer.score(inp))
+        outcome = TRANSPORT_OUTCOMES.get(r.error or "", "ok") if not transport_ok else _model_outcome(scores)
+        answer = scores.get("predicted_label")
+        if answer is None and transport_ok:
+            answer = normalize_text(r.output_text)
+        return ScoredResponse(r.request_id, r.target, r.level, r.item_id, r.repeat, r.seq, outcome,
+                              transport_ok, answer, scores)
+
+    def score_all(self, records: Iterable[RequestRecord]) -> list[ScoredResponse]:
+        out = []
+        for r in records:
+            if r.phase != "measure" or r.error == "cancelled":
+                continue
+            scored = self.score_record(r)
+            if scored is not None:
+                out.append(scored)
+        return out
+
+
+def _model_outcome(scores: dict[str, Any]) -> str:
+    if scores.get("refusal") is True:
+        return "refusal"
+    if scores.get("json_lenient_ok") is False or scores.get("label_parsed") is False:
+        return "parse_failure"
+    if scores.get("schema_valid") is False:
+        return "schema_failure"
+    return "ok"
+
+
+def canonical(responses: list[ScoredResponse]) -> dict[str, dict[str, ScoredResponse]]:
+    """target -> item_id -> its first measured response (lowest level, lowest repeat, first sent)."""
+    out: dict[str, dict[str, ScoredResponse]] = defaultdict(dict)
+    for r in sorted(responses, key=lambda r: (r.level, r.repeat, r.seq)):
+        out[r.target].setdefault(r.item_id, r)
+    return out
+
+
+def _metric_summary(values: list[Any], min_n: int) -> Optional[dict[str, Any]]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    n = len(values)
+    if all(isinstance(v, bool) for v in values):
+        k = sum(values)
+        low, high = wilson_interval(k, n)
+        out = {"kind": "rate", "value": k / n, "n": n, "successes": k, "ci95": [low, high]}
+    elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        floats = [float(v) for v in values]
+        interval = bootstrap_mean_interval(floats)
+        out = {"kind": "mean", "value": sum(floats) / n, "n": n, "ci95": list(interval) if interval else None}
+    else:
+        return None
+    warning = small_sample_warning(n, min_n)
+    if warning:
+        out["warning"] = warning
+    return out
+
+
+def slice_table(items: dict[str, Item], per_item: dict[str, ScoredResponse], primary: Optional[str],
+                min_n: int) -> dict[str, dict[str, Any]]:
+    """slice -> metric -> summary, over one target's canonical responses.
+
+    ``per_item`` holds the canonical responses; model-only metrics use those that arrived,
+    the end-to-end primary counts transport failures as wrong.
+    """
+    slices: dict[str, list[str]] = defaultdict(list)
+    for item_id in per_item:
+        item = items[item_id]
+        slices[ALL].append(item_id)
+        for s in item.slices:
+            slices[s].append(item_id)
+    table: dict[str, dict[str, Any]] = {}
+    for name in sorted(slices, key=lambda s: (s != ALL, s)):
+        ids = slices[name]
+        arrived = [per_item[i] for i in ids if per_item[i].transport_ok]
+        keys = sorted({k for r in arrived for k, v in r.scores.items() if isinstance(v, (bool, int, float))})
+        metrics: dict[str, Any] = {}
+        for key in keys:
+            summary = _metric_summary([r.scores.get(key) for r in arrived], min_n)
+            if summary is not None:
+                metrics[key] = summary
+        if primary:
+            e2e = [bool(per_item[i].scores.get(primary)) if per_item[i].transport_ok else False for i in ids]
+            summary = _metric_summary(e2e, min_n)
+            if summary is not None:
+                metrics[f"{primary}@e2e"] = summary
+        outcomes: dict[str, int] = defaultdict(int)
+        for i in ids:
+            outcomes[per_item[i].outcome] += 1
+        table[name] = {"n_items": len(ids), "outcomes": dict(sorted(outcomes.items())), "metrics": metrics}
+    return table
+
+
+def instability(responses: list[ScoredResponse]) -> dict[str, Any]:
+    """Share of items whose answer differs between a target's responses (levels, repeats)."""
+    answers: dict[str, set] = defaultdict(set)
+    counts: dict[str, int] = defaultdict(int)
+    for r in responses:
+        if r.transport_ok:
+            answers[r.item_id].add(r.answer)
+            counts[r.item_id] += 1
+    multi = [i for i, c in counts.items() if c > 1]
+    changed = sum(1 for i in multi if len(answers[i]) > 1)
+    return {"items_with_several_responses": len(multi), "items_changed": changed,
+            "instability": changed / len(multi) if multi else None}
+
+
+def write_scores(path: Path, responses: list[ScoredResponse]) -> None:
+    with open(path, "wb") as fh:
+        for r in responses:
+            fh.write(orjson.dumps(r, option=orjson.OPT_SERIALIZE_DATACLASS | orjson.OPT_NON_STR_KEYS) + b"\n")
