@@ -80,6 +80,11 @@ class LevelRunner:
         self.clock = clock
         self._consecutive_connect_errors = 0
         self.unreachable = False
+        # Item cursors live as long as the target's sweep: measured requests walk the eval set
+        # in order *across* levels, so a sweep covers the whole set once before repeating
+        # (quality needs every item); warm-up and cold requests walk it backwards from the end,
+        # so they do not pre-warm the server's prompt cache for the measured items that follow.
+        self._cursor = {"measure": 0, "warmup": 0, "cold": 0}
 
     def body_for(self, item: Item, repeat: int) -> bytes:
         body: dict[str, Any] = self.runtime.adapter.build_body(item, self.sampling, self.runtime.model)
@@ -91,8 +96,10 @@ class LevelRunner:
     async def send(self, level: float, level_index: int, seq: int, scheduled_ns: int, phase: str,
                    window: Optional[LevelWindow]) -> RequestRecord:
         n = len(self.items)
-        item = self.items[seq % n]
-        repeat = seq // n
+        k = self._cursor[phase]
+        self._cursor[phase] = k + 1
+        item = self.items[k % n] if phase == "measure" else self.items[n - 1 - (k % n)]
+        repeat = k // n
         rt = self.runtime
         record = RequestRecord(
             target=rt.name, level=level, phase=phase, seq=seq, item_id=item.id, repeat=repeat,
