@@ -93,6 +93,8 @@ class Exchange:
         if delta.content:
             if rec.first_token_ns is None:
                 rec.first_token_ns = now
+                if delta.logprobs is not None:
+                    rec.first_token_logprobs = delta.logprobs
             rec.chunk_ns.append(now)
             self.parts.append(delta.content)
         if delta.reasoning:
@@ -133,6 +135,7 @@ class Exchange:
                     rec.first_token_ns = now
                     rec.chunk_ns.append(now)
                     self.parts.append(delta.content)
+                    rec.first_token_logprobs = delta.logprobs
                 rec.finish_reason = delta.finish_reason
                 if delta.usage:
                     rec.prompt_tokens = _int_or_none(delta.usage.get("prompt_tokens"))

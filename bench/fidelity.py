@@ -7,6 +7,8 @@ scorer runs, else the normalised text).
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter
 from typing import Any, Optional
 
@@ -50,11 +52,34 @@ def compare_pair(items: dict[str, Item], base: dict[str, ScoredResponse], cand: 
                 entry["difference"] = m.difference
                 entry["difference_ci95"] = [m.low, m.high]
                 entry["mcnemar_p"] = m.p_value
+        entry.update(_token_fidelity([base[i] for i in ids], [cand[i] for i in ids]))
         warning = small_sample_warning(n, min_n)
         if warning:
             entry["warning"] = warning
         out[name] = entry
     return out
+
+
+def _token_fidelity(base: list[ScoredResponse], cand: list[ScoredResponse]) -> dict[str, Any]:
+    """Where logprobs were requested: same top first token, and the total variation distance
+    between the two top-k first-token distributions (mass outside the top-k pooled as 'other')."""
+    pairs = [(b.scores["first_token_top"], c.scores["first_token_top"]) for b, c in zip(base, cand)
+             if b.scores.get("first_token_top") and c.scores.get("first_token_top")]
+    if not pairs:
+        return {}
+    same = sum(a[0][0] == b[0][0] for a, b in pairs)
+    tvds = [_topk_tvd(a, b) for a, b in pairs]
+    return {"same_top_token": {"value": same / len(pairs), "n": len(pairs),
+                               "ci95": list(wilson_interval(same, len(pairs)))},
+            "topk_tvd_mean": sum(tvds) / len(tvds)}
+
+
+def _topk_tvd(a: list[list[Any]], b: list[list[Any]]) -> float:
+    pa = {tok: math.exp(lp) for tok, lp in a}
+    pb = {tok: math.exp(lp) for tok, lp in b}
+    other_a, other_b = max(0.0, 1 - sum(pa.values())), max(0.0, 1 - sum(pb.values()))
+    keys = set(pa) | set(pb)
+    return 0.5 * (sum(abs(pa.get(k, 0.0) - pb.get(k, 0.0)) for k in keys) + abs(other_a - other_b))
 
 
 def _total_variation(a: list[Any], b: list[Any]) -> Optional[float]:
@@ -65,10 +90,18 @@ def _total_variation(a: list[Any], b: list[Any]) -> Optional[float]:
     return 0.5 * sum(abs(ca[k] / len(a) - cb[k] / len(b)) for k in set(ca) | set(cb))
 
 
+def _label_key(label: Any) -> Optional[str]:
+    return None if label is None else re.sub(r"[\s\-]+", "_", str(label).strip().casefold())
+
+
 def class_metrics(per_item: dict[str, ScoredResponse], rare_share: float) -> Optional[dict[str, Any]]:
     """Per-class precision/recall/F1 and macro-F1 from a label scorer; rare labels named by frequency."""
-    pairs = [(r.scores.get("reference_label"), r.scores.get("predicted_label")) for r in per_item.values()
-             if r.transport_ok and r.scores.get("reference_label") is not None]
+    # Only items the label scorer judged (label_correct not None), with labels spelled one way:
+    # the scorer matches "Set Timer" to set_timer, and so must the per-class counts.
+    pairs = [(_label_key(r.scores["reference_label"]), _label_key(r.scores.get("predicted_label")))
+             for r in per_item.values()
+             if r.transport_ok and r.scores.get("reference_label") is not None
+             and r.scores.get("label_correct") is not None]
     if not pairs:
         return None
     support = Counter(ref for ref, _ in pairs)
@@ -96,7 +129,7 @@ def class_metrics(per_item: dict[str, ScoredResponse], rare_share: float) -> Opt
 
 
 def diagnose(target: str, slices: dict[str, Any], fidelity: Optional[dict[str, Any]], primary: Optional[str],
-             min_n: int) -> list[str]:
+             min_n: int, calib: Optional[dict[str, Any]] = None) -> list[str]:
     """Plain-language reading of the numbers, for people."""
     lines: list[str] = []
     if not primary:
@@ -115,11 +148,15 @@ def diagnose(target: str, slices: dict[str, Any], fidelity: Optional[dict[str, A
         if p is not None and p < 0.05 and (fa.get("difference") or 0) < 0:
             lines.append(f"{target}: {key} is significantly lower than the baseline "
                          f"({fa['difference']:+.1%}, McNemar p={p:.3g}).")
+    if calib is not None and overall["value"] >= 0.7 and calib["ece"] > 0.1:
+        lines.append(f"{target}: {key} is good ({overall['value']:.0%}) but its confidence is miscalibrated "
+                     f"(ECE {calib['ece']:.2f}, mean confidence {calib['mean_confidence']:.0%}): recalibrate "
+                     "before using confidence for routing or abstention.")
     for name, entry in slices.items():
         m = entry["metrics"].get(key)
         if name == ALL or m is None or m["n"] < min_n:
             continue
-        if overall["value"] - m["value"] >= 0.15:
+        if overall["value"] - m["value"] >= 0.15 - 1e-9:  # 15 points, robust to float rounding
             lines.append(f"{target}: {key} is {overall['value']:.0%} overall but {m['value']:.0%} on slice "
                          f"'{name}' (n={m['n']}): a coverage problem hidden by the average.")
     return lines

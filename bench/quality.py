@@ -14,8 +14,9 @@ identical answers.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -27,7 +28,10 @@ from bench.scenario import QualitySpec
 from bench.scoring import build_scorer
 from bench.scoring.base import ScoreInput
 from bench.scoring.normalize import normalize_text
-from bench.significance import bootstrap_mean_interval, small_sample_warning, wilson_interval
+from bench.significance import (
+    bootstrap_mean_interval, brier_score, expected_calibration_error, reliability_bins, selective_accuracy,
+    small_sample_warning, wilson_interval,
+)
 
 ALL = "all"
 TRANSPORT_OUTCOMES = {
@@ -70,6 +74,8 @@ class QualityPass:
             inp = ScoreInput(item=item, text=r.output_text, finish_reason=r.finish_reason)
             for scorer in self.scorers:
                 scores.update(scorer.score(inp))
+        if transport_ok and r.first_token_logprobs:
+            add_confidence(scores, r.first_token_logprobs)
         outcome = TRANSPORT_OUTCOMES.get(r.error or "", "ok") if not transport_ok else _model_outcome(scores)
         answer = scores.get("predicted_label")
         if answer is None and transport_ok:
@@ -86,6 +92,37 @@ class QualityPass:
             if scored is not None:
                 out.append(scored)
         return out
+
+
+def add_confidence(scores: dict[str, Any], first: dict[str, Any]) -> None:
+    """Confidence = probability of the first answer token (for a label answer: the label's first
+    token, which decides it). ``first_token_top`` keeps the top-k for fidelity; it is a list, so
+    the aggregator does not average it."""
+    scores["confidence"] = math.exp(first["logprob"])
+    top = first.get("top") or []
+    scores["top_token"] = top[0][0] if top else first.get("token")
+    scores["first_token_top"] = top
+
+
+def calibration(per_item: dict[str, ScoredResponse], primary: Optional[str], bins: int = 10) -> Optional[dict[str, Any]]:
+    """Reliability (equal-mass bins), ECE, Brier and selective accuracy of the confidence
+    against the primary outcome; None when no response carries a confidence."""
+    if not primary:
+        return None
+    rows = [(float(r.scores["confidence"]), bool(r.scores[primary])) for r in per_item.values()
+            if r.transport_ok and "confidence" in r.scores and r.scores.get(primary) is not None]
+    if len(rows) < 2:
+        return None
+    conf = [c for c, _ in rows]
+    correct = [k for _, k in rows]
+    curve = selective_accuracy(conf, correct)
+    step = max(1, len(curve) // 20)  # a readable curve, not one point per distinct confidence
+    return {
+        "n": len(rows), "bins_strategy": "equal_mass", "bins": [asdict(b) for b in reliability_bins(conf, correct, bins)],
+        "ece": expected_calibration_error(conf, correct, bins), "brier": brier_score(conf, correct),
+        "mean_confidence": sum(conf) / len(conf), "accuracy": sum(correct) / len(correct),
+        "selective": [list(p) for p in curve[::step]],
+    }
 
 
 def _model_outcome(scores: dict[str, Any]) -> str:
@@ -151,7 +188,8 @@ def slice_table(items: dict[str, Item], per_item: dict[str, ScoredResponse], pri
             if summary is not None:
                 metrics[key] = summary
         if primary:
-            e2e = [bool(per_item[i].scores.get(primary)) if per_item[i].transport_ok else False for i in ids]
+            # Transport failures count as wrong; items the scorer cannot judge (None) are left out.
+            e2e = [per_item[i].scores.get(primary) if per_item[i].transport_ok else False for i in ids]
             summary = _metric_summary(e2e, min_n)
             if summary is not None:
                 metrics[f"{primary}@e2e"] = summary

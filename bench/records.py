@@ -56,6 +56,8 @@ class RequestRecord:
     reasoning_text: str = ""
     new_connection: bool = False
     server_timings: Optional[dict[str, Any]] = None  # e.g. llama.cpp's per-response `timings`
+    # First content token's logprob and top alternatives, when the scenario asks for logprobs.
+    first_token_logprobs: Optional[dict[str, Any]] = None
 
     @property
     def ok(self) -> bool:

@@ -88,6 +88,9 @@ class Sampling(_Strict):
     max_tokens: int = Field(128, ge=1, le=1_000_000)
     seed: Optional[int] = 0
     stop: list[str] = Field(default_factory=list)
+    logprobs: Optional[int] = Field(
+        None, ge=0, le=20,
+        description="ask for the top-k logprobs of each token (confidence for calibration, fidelity)")
 
 
 class Warmup(_Strict):

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from bench.dataset import Dataset
 from bench.fidelity import class_metrics, compare_pair, diagnose
-from bench.quality import QualityPass, canonical, instability, slice_table, write_scores
+from bench.quality import QualityPass, calibration, canonical, instability, slice_table, write_scores
 from bench.records import read_records
 from bench.scenario import LoadedScenario
 
@@ -39,6 +39,7 @@ def quality_section(loaded: LoadedScenario, dataset: Dataset, run_dir: Path) -> 
             "slices": slices,
             "classes": class_metrics(per_item, spec.rare_label_share),
             "stability": instability(by_target[t.name]),
+            "calibration": calibration(per_item, qp.primary),
         }
         if spec.by_level:
             entry["by_level"] = _by_level(qp, by_target[t.name], spec.min_slice_n)
@@ -46,7 +47,7 @@ def quality_section(loaded: LoadedScenario, dataset: Dataset, run_dir: Path) -> 
         if baseline and t.name != baseline and canon.get(baseline):
             fidelity = compare_pair(qp.items, canon[baseline], per_item, qp.primary, spec.min_slice_n)
             entry["vs_baseline"] = fidelity
-        entry["diagnosis"] = diagnose(t.name, slices, fidelity, qp.primary, spec.min_slice_n)
+        entry["diagnosis"] = diagnose(t.name, slices, fidelity, qp.primary, spec.min_slice_n, entry["calibration"])
         targets[t.name] = entry
     return {
         "schema_version": 1,

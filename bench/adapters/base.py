@@ -20,6 +20,7 @@ class Delta:
     error: Optional[str] = None             # an error object sent by the server
     timings: Optional[dict[str, Any]] = None  # server-side timings when the server reports them (llama.cpp)
     malformed: bool = False                 # not valid JSON / not the expected shape
+    logprobs: Optional[dict[str, Any]] = None  # first token of this event: {token, logprob, top}
 
 
 class Adapter(Protocol):

@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.adapters.base import Delta
 from bench.adapters.openai_common import (
-    common_fields, finish_field, first_choice, load_json, sampling_fields, text_field,
+    chat_logprobs, common_fields, finish_field, first_choice, load_json, sampling_fields, text_field,
 )
 from bench.dataset import Item
 from bench.scenario import Sampling
@@ -38,6 +38,7 @@ class OpenAIChatAdapter:
         # vLLM/SGLang send `reasoning_content`; some servers `reasoning`. Kept apart from the answer.
         delta.reasoning = text_field(d.get("reasoning_content") or d.get("reasoning"), delta)
         delta.finish_reason = finish_field(choice, delta)
+        delta.logprobs = chat_logprobs(choice)
         return delta
 
     def parse_body(self, body: bytes) -> Delta:
@@ -57,4 +58,5 @@ class OpenAIChatAdapter:
         delta.content = text_field(msg.get("content"), delta)
         delta.reasoning = text_field(msg.get("reasoning_content") or msg.get("reasoning"), delta)
         delta.finish_reason = finish_field(choice, delta)
+        delta.logprobs = chat_logprobs(choice)
         return delta

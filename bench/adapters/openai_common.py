@@ -11,7 +11,7 @@ from bench.dataset import Item
 from bench.scenario import Sampling
 
 
-def sampling_fields(item: Item, sampling: Sampling, stream: bool) -> dict[str, Any]:
+def sampling_fields(item: Item, sampling: Sampling, stream: bool, chat: bool = True) -> dict[str, Any]:
     """Sampling is always sent explicitly: servers apply hidden defaults otherwise."""
     body: dict[str, Any] = {
         "temperature": sampling.temperature,
@@ -22,6 +22,12 @@ def sampling_fields(item: Item, sampling: Sampling, stream: bool) -> dict[str, A
     if sampling.seed is not None:
         body["seed"] = sampling.seed
     body["stop"] = list(sampling.stop)
+    if sampling.logprobs is not None:
+        if chat:
+            body["logprobs"] = True
+            body["top_logprobs"] = sampling.logprobs
+        else:
+            body["logprobs"] = sampling.logprobs
     if stream:
         # Token counts must come from the server, not from counting chunks.
         body["stream_options"] = {"include_usage": True}
@@ -82,3 +88,34 @@ def finish_field(choice: dict[str, Any], delta: Delta) -> Optional[str]:
         delta.malformed = True
         return None
     return reason
+
+
+def chat_logprobs(choice: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The first token's logprob and top alternatives from a chat chunk, in one small shape:
+    ``{"token", "logprob", "top": [[token, logprob], ...]}``; None when absent or malformed."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        return None
+    first = content[0]
+    if not isinstance(first.get("logprob"), (int, float)):
+        return None
+    top = [[t.get("token"), t.get("logprob")] for t in first.get("top_logprobs") or []
+           if isinstance(t, dict) and isinstance(t.get("logprob"), (int, float))]
+    return {"token": first.get("token"), "logprob": float(first["logprob"]), "top": top}
+
+
+def completions_logprobs(choice: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Same shape from the legacy completions format (tokens / token_logprobs / top_logprobs)."""
+    lp = choice.get("logprobs")
+    if not isinstance(lp, dict):
+        return None
+    tokens, values, tops = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
+    if not isinstance(tokens, list) or not isinstance(values, list) or not tokens or not values:
+        return None
+    if not isinstance(values[0], (int, float)):
+        return None
+    top = []
+    if isinstance(tops, list) and tops and isinstance(tops[0], dict):
+        top = [[t, v] for t, v in tops[0].items() if isinstance(v, (int, float))]
+    return {"token": tokens[0], "logprob": float(values[0]), "top": top}

@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.adapters.base import Delta
 from bench.adapters.openai_common import (
-    common_fields, finish_field, first_choice, load_json, sampling_fields, text_field,
+    common_fields, completions_logprobs, finish_field, first_choice, load_json, sampling_fields, text_field,
 )
 from bench.dataset import Item
 from bench.scenario import Sampling
@@ -23,7 +23,7 @@ class OpenAICompletionsAdapter:
 
     def build_body(self, item: Item, sampling: Sampling, model: str, stream: bool = True) -> dict[str, Any]:
         prompt = item.prompt if item.prompt is not None else _flatten(item.messages or [])
-        return {"model": model, "prompt": prompt, **sampling_fields(item, sampling, stream)}
+        return {"model": model, "prompt": prompt, **sampling_fields(item, sampling, stream, chat=False)}
 
     def parse_event(self, data: bytes) -> Delta:
         obj = load_json(data)
@@ -37,6 +37,7 @@ class OpenAICompletionsAdapter:
             return delta
         delta.content = text_field(choice.get("text"), delta)
         delta.finish_reason = finish_field(choice, delta)
+        delta.logprobs = completions_logprobs(choice)
         return delta
 
     def parse_body(self, body: bytes) -> Delta:
@@ -51,4 +52,5 @@ class OpenAICompletionsAdapter:
             return delta
         delta.content = text_field(choice.get("text"), delta)
         delta.finish_reason = finish_field(choice, delta)
+        delta.logprobs = completions_logprobs(choice)
         return delta

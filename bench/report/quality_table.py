@@ -57,6 +57,16 @@ def render_quality(quality: dict[str, Any], console: Console, max_metrics: int =
             console.print(f"{escape(name)}: macro-F1 {classes['macro_f1']:.3f}"
                           + (f"; rare-label recall {100 * rare['value']:.1f}% (n={rare['n']}, "
                              f"labels: {', '.join(classes['rare_labels'])})" if rare else ""))
+        calib = entry.get("calibration")
+        if calib:
+            console.print(f"{escape(name)}: calibration of confidence vs {primary}: ECE {calib['ece']:.3f} "
+                          f"(equal-mass bins), Brier {calib['brier']:.3f}, mean confidence "
+                          f"{100 * calib['mean_confidence']:.1f}% vs accuracy {100 * calib['accuracy']:.1f}% "
+                          f"(n={calib['n']})")
+        top = (vs.get("all") or {}).get("same_top_token")
+        if top:
+            console.print(f"{escape(name)}: same first token as the baseline on {100 * top['value']:.1f}% of items "
+                          f"(n={top['n']}); mean top-k TVD {vs['all']['topk_tvd_mean']:.3f}")
         stab = entry.get("stability") or {}
         if stab.get("instability") is not None:
             console.print(f"{escape(name)}: answers changed between responses on {stab['items_changed']}/"
