@@ -223,3 +223,67 @@ def _scored_via_pass(reference: str, answer: str, meta: dict) -> dict[str, Score
                         scheduled_ns=0, output_text=answer, finish_reason="stop")
     return canonical(qp.score_all([rec]))["t"]
 
+
+
+def test_class_metrics_agree_with_label_correct_on_label_spelling() -> None:
+    # The label scorer matches "Set Timer" to set_timer; per-class counts must do the same.
+    per_item = _scored_via_pass("Set Timer", "set_timer", {"labels": ["set_timer", "play_music"]})
+    assert per_item["x"].scores["label_correct"] is True
+    out = class_metrics(per_item, 0.05)
+    assert out["classes"]["set_timer"]["recall"] == 1.0
+
+
+def test_class_metrics_skip_items_the_label_scorer_does_not_apply_to() -> None:
+    # No label set in meta: the scorer cannot judge (label_correct None) -> no class statistics.
+    per_item = _scored_via_pass("set_timer", "set_timer", {})
+    assert per_item["x"].scores["label_correct"] is None
+    assert class_metrics(per_item, 0.05) is None
+
+
+# -- 7. diagnose ---------------------------------------------------------------------------
+def _slices(overall: tuple[int, int], **named: tuple[int, int]) -> dict[str, Any]:
+    def m(k: int, n: int) -> dict[str, Any]:
+        return {"metrics": {PRIMARY: {"kind": "rate", "value": k / n, "n": n}}}
+    return {ALL: m(*overall), **{name: m(*kn) for name, kn in named.items()}}
+
+
+def _fid(agreement: float, p: Optional[float] = None, diff: float = 0.0) -> dict[str, Any]:
+    return {ALL: {"agreement": {"value": agreement}, "mcnemar_p": p, "difference": diff}}
+
+
+def test_diagnose_baseline_is_the_ceiling() -> None:
+    lines = diagnose("cand", _slices((10, 20)), _fid(0.95), PRIMARY, 5)
+    assert len(lines) == 1 and "baseline is the ceiling" in lines[0]
+    assert diagnose("cand", _slices((10, 20)), _fid(0.85), PRIMARY, 5) == []   # agreement too low
+    assert diagnose("cand", _slices((14, 20)), _fid(0.95), PRIMARY, 5) == []   # accuracy not low
+
+
+def test_diagnose_significant_drop() -> None:
+    lines = diagnose("cand", _slices((14, 20)), _fid(0.5, p=0.01, diff=-0.2), PRIMARY, 5)
+    assert len(lines) == 1 and "significantly lower" in lines[0] and "p=0.01" in lines[0]
+    assert diagnose("cand", _slices((14, 20)), _fid(0.5, p=0.2, diff=-0.2), PRIMARY, 5) == []
+    assert diagnose("cand", _slices((14, 20)), _fid(0.5, p=0.01, diff=0.2), PRIMARY, 5) == []  # better
+
+
+def test_diagnose_weak_slice() -> None:
+    lines = diagnose("t", _slices((16, 20), rare=(13, 20)), None, PRIMARY, 5)   # 80 % vs 65 %
+    assert len(lines) == 1 and "'rare'" in lines[0] and "coverage problem" in lines[0]
+    assert diagnose("t", _slices((16, 20), rare=(14, 20)), None, PRIMARY, 5) == []   # only 10 points
+    assert diagnose("t", _slices((16, 20), rare=(1, 4)), None, PRIMARY, 5) == []     # slice under min_n
+
+
+def test_diagnose_weak_slice_exactly_15_points() -> None:
+    lines = diagnose("t", _slices((14, 20), hard=(11, 20)), None, PRIMARY, 5)   # 0.7 - 0.55 in floats
+    assert len(lines) == 1 and "'hard'" in lines[0]
+
+
+def test_diagnose_miscalibrated_but_accurate() -> None:
+    calib = {"ece": 0.2, "mean_confidence": 0.99}
+    lines = diagnose("t", _slices((16, 20)), None, PRIMARY, 5, calib)
+    assert len(lines) == 1 and "recalibrate" in lines[0]
+    assert diagnose("t", _slices((16, 20)), None, PRIMARY, 5, {"ece": 0.05, "mean_confidence": 0.8}) == []
+    assert diagnose("t", _slices((10, 20)), None, PRIMARY, 5, calib) == []   # accuracy not good
+
+
+def test_diagnose_without_primary_says_nothing() -> None:
+    assert diagnose("t", _slices((0, 20)), _fid(1.0), None, 5) == []
