@@ -70,6 +70,9 @@ def _load(path: str) -> tuple[Any, Any]:
         loaded = load_scenario(path)
         dataset = load_dataset(loaded.resolve(loaded.scenario.dataset.path), loaded.scenario.dataset)
         _check_scorers(loaded)
+        from bench.gate_run import parse_gates
+
+        parse_gates(loaded, dataset)
     except ScenarioError as e:
         fail(str(e))
     return loaded, dataset
@@ -105,11 +108,15 @@ def validate(scenario_file: str) -> None:
 @click.argument("scenario_file", metavar="FILE")
 @click.option("--out", "out_dir", default="runs", show_default=True, help="parent folder of run directories")
 @click.option("--quiet", is_flag=True, help="no live progress display")
-def sweep(scenario_file: str, out_dir: str, quiet: bool) -> None:
-    """Run a scenario: every target through every load level; write a run directory."""
+@click.option("--gates-only", "gates_only", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, metavar="RUN_DIR", help="re-evaluate the scenario's gates on an existing run")
+def sweep(scenario_file: str, out_dir: str, quiet: bool, gates_only: Optional[Path]) -> None:
+    """Run a scenario: every target through every load level; score, gate, write a run directory."""
     loaded, dataset = _load(scenario_file)
-    from bench.sweep_cli import run_sweep_command
+    from bench.sweep_cli import gates_only_command, run_sweep_command
 
+    if gates_only is not None:
+        sys.exit(gates_only_command(loaded, dataset, gates_only))
     sys.exit(run_sweep_command(loaded, dataset, Path(out_dir), quiet))
 
 

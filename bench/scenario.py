@@ -178,6 +178,8 @@ class Scenario(_Strict):
     slo: Slo = Field(default_factory=Slo)
     gates: list[str] = Field(default_factory=list, description="acceptance gates, product language")
     quality: QualitySpec = Field(default_factory=QualitySpec)
+    pricing: Optional["Pricing"] = None
+    router: Optional["Router"] = None
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -319,3 +321,60 @@ def load_scenario(path: Union[str, Path]) -> LoadedScenario:
     if not ds.is_file():
         raise ScenarioError(f"{path}: dataset.path: no such file {ds}")
     return loaded
+
+
+class Pricing(_Strict):
+    """What serving costs (bench/cost.py). Keys are target names; ``default`` applies to every
+    target not named. Both kinds of price may be given; a target's cost per request is their sum."""
+
+    per_instance_hour: dict[str, float] = Field(
+        default_factory=dict, description="target name (or 'default') -> price of one instance per hour")
+    per_million_output_tokens: dict[str, float] = Field(
+        default_factory=dict, description="target name (or 'default') -> price per million output tokens")
+    currency: str = Field("USD", min_length=1, max_length=16)
+
+    @field_validator("per_instance_hour", "per_million_output_tokens")
+    @classmethod
+    def _prices(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, price in v.items():
+            if not math.isfinite(price) or price < 0:
+                raise ValueError(f"{name}: prices must be finite and >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _some(self) -> "Pricing":
+        if not self.per_instance_hour and not self.per_million_output_tokens:
+            raise ValueError("give 'per_instance_hour' and/or 'per_million_output_tokens'")
+        return self
+
+
+class Router(_Strict):
+    """A blended system: every request goes to ``small`` first and falls back to ``large`` when
+    the small model's response triggers one of ``policies`` (bench/router.py)."""
+
+    small: str = Field(description="the candidate target tried first")
+    large: str = Field(description="the target (usually the baseline) answering the fallbacks")
+    policies: list[
+        Literal["parse_failure", "schema_failure", "refusal", "low_confidence", "transport_error"]
+    ] = Field(default_factory=lambda: ["parse_failure", "schema_failure", "refusal", "transport_error"],
+              min_length=1, description="what in the small model's response sends the request to the large")
+    confidence_threshold: Optional[float] = Field(
+        None, ge=0, le=1, description="low_confidence: fall back when confidence < this")
+    thresholds: list[float] = Field(
+        default_factory=lambda: [round(i * 0.05, 2) for i in range(21)], min_length=1,
+        description="confidence thresholds of the coverage-vs-accuracy sweep")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _unit(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= t <= 1.0 for t in v):
+            raise ValueError("thresholds must lie in [0, 1]")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _check(self) -> "Router":
+        if self.small == self.large:
+            raise ValueError("'small' and 'large' must be different targets")
+        if "low_confidence" in self.policies and self.confidence_threshold is None:
+            raise ValueError("policy 'low_confidence' needs 'confidence_threshold'")
+        return self

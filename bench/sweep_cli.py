@@ -91,6 +91,8 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
         quality = attach_quality(loaded, dataset, run_dir, result)
         if quality is not None:
             render_quality(quality, console)
+    if loaded.scenario.gates and code == EXIT_OK:
+        code = apply_gates(loaded, dataset, run_dir, result, console)
     console.print(f"records: {run_dir / 'records.jsonl'}  result: {run_dir / 'result.json'}")
     return code
 
@@ -104,3 +106,36 @@ def attach_quality(loaded: LoadedScenario, dataset: Dataset, run_dir: Path, resu
     result["quality"] = quality
     write_json_atomic(run_dir / "result.json", result)
     return quality
+
+
+def apply_gates(loaded: LoadedScenario, dataset: Dataset, run_dir: Path, result: dict[str, Any],
+                console: Console) -> int:
+    """Evaluate the gates, store them in result.json, print the verdicts; the gate exit code."""
+    from bench.gate_run import render_gates, run_gates
+    from bench.results import write_json_atomic
+
+    results, code = run_gates(loaded, dataset, run_dir, result)
+    write_json_atomic(run_dir / "result.json", result)
+    render_gates(results, code, console)
+    console.print(f"gates: {run_dir / 'gates.md'}  {run_dir / 'gates.xml'}")
+    return code
+
+
+def gates_only_command(loaded: LoadedScenario, dataset: Dataset, run_dir: Path) -> int:
+    """Re-evaluate gates on an existing run (its records and scores), without sending a request."""
+    import orjson
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)
+    manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+    if manifest["dataset"]["sha256"] != dataset.sha256:
+        console.print(f"benchbox: error: {run_dir}: the eval set differs from the run's (sha256)", markup=False)
+        return EXIT_USAGE
+    if not loaded.scenario.gates:
+        console.print(f"benchbox: error: {loaded.path}: the scenario has no gates", markup=False)
+        return EXIT_USAGE
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    if loaded.scenario.quality.scorers and not (run_dir / "scores.jsonl").exists():
+        attach_quality(loaded, dataset, run_dir, result)
+    return apply_gates(loaded, dataset, run_dir, result, console)

@@ -34,15 +34,20 @@ def llamacpp() -> None:
         provision.resolve_model(model, progress=None)
 
 
-def _llama_servers() -> set[int]:
-    pids = set()
+def _servers_of_run(run_dir: Path) -> list[int]:
+    """llama-server processes still serving one of the run's ports (should be none)."""
+    manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
+    ports = {str(t["server"]["port"]) for t in manifest["targets"].values() if t.get("server")}
+    alive = []
     for p in psutil.process_iter(["name", "cmdline"]):
         try:
-            if p.info["name"] == "llama-server" and p.status() != psutil.STATUS_ZOMBIE:
-                pids.add(p.pid)
+            cmd = p.info["cmdline"] or []
+            if p.info["name"] == "llama-server" and p.status() != psutil.STATUS_ZOMBIE and \
+                    any(a in ports for a in cmd):
+                alive.append(p.pid)
         except psutil.NoSuchProcess:
             pass
-    return pids
+    return alive
 
 
 def _scenario(tmp_path: Path, targets: list[dict], load: dict, max_tokens: int = 8, limit: int = 24) -> Path:
@@ -62,11 +67,21 @@ def _managed(name: str, role: str, model: str, cold: int = 0) -> dict:
     return {"name": name, "role": role, "server": {"definition": "llamacpp", "model": model, "cold_requests": cold}}
 
 
-def test_voice_ci_scenario_baseline_vs_quantized(tmp_path: Path, llamacpp: None) -> None:
-    before = _llama_servers()
-    proc = run_cli("sweep", "scenarios/ci/voice.yaml", "--out", str(tmp_path / "runs"), timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path / "runs")
+@pytest.fixture(scope="module")
+def voice_ci_run(tmp_path_factory: pytest.TempPathFactory, llamacpp: None) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real run of scenarios/ci/voice.yaml (three llama-servers), shared by the tests below."""
+    out = tmp_path_factory.mktemp("voice-ci")
+    proc = run_cli("sweep", "scenarios/ci/voice.yaml", "--out", str(out / "runs"), timeout=900)
+    run_dir = only_run_dir(out / "runs")
+    assert _servers_of_run(run_dir) == []  # no orphan servers
+    return run_dir, proc
+
+
+def test_voice_ci_scenario_baseline_vs_quantized(voice_ci_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    run_dir, proc = voice_ci_run
+    # The CI scenario's gates decide the exit code: 0 all pass, 1 a gate failed, 3 inconclusive only.
+    assert proc.returncode in (0, 1, 3), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "acceptance gates" in proc.stdout
     result = orjson.loads((run_dir / "result.json").read_bytes())
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())
     assert result["complete"] is True and result["failures"] == []
@@ -91,7 +106,47 @@ def test_voice_ci_scenario_baseline_vs_quantized(tmp_path: Path, llamacpp: None)
     # The compressed candidates really are smaller on disk than the baseline.
     assert sizes["smollm2-q4_0"] < sizes["smollm2-q4_1"] and sizes["smollm2-q2_k"] < sizes["smollm2-q4_1"]
     assert "cold start smollm2-q4_1: launch→ready" in proc.stdout
-    assert _llama_servers() <= before  # no orphan servers
+    # The quality pass scored the same responses: per-slice tables with intervals, fidelity, calibration.
+    quality = result["quality"]
+    assert quality["primary"] == "label_correct"
+    scores = (run_dir / "scores.jsonl").read_bytes().splitlines()
+    assert len(scores) == sum(lv["requests"]["measured"] for lv in result["levels"])
+    for name in names:
+        entry = quality["targets"][name]
+        metric = entry["slices"]["all"]["metrics"]["label_correct"]
+        assert metric["n"] == 16 and 0 <= metric["ci95"][0] <= metric["value"] <= metric["ci95"][1] <= 1
+        assert entry["calibration"]["n"] == 16 and 0 <= entry["calibration"]["ece"] <= 1
+    vs = quality["targets"]["smollm2-q4_0"]["vs_baseline"]["all"]
+    assert vs["n_pairs"] == 16 and 0 <= vs["mcnemar_p"] <= 1
+    assert sum(vs["flips"].values()) == 16
+    assert 0 <= vs["same_top_token"]["value"] <= 1
+
+
+def _gate_scenario(tmp_path: Path, gates: list[str]) -> Path:
+    data = yaml.safe_load((REPO / "scenarios" / "ci" / "voice.yaml").read_text())
+    data["dataset"]["path"] = str(REPO / "quality" / "voice.jsonl")
+    data["gates"] = gates
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("gates,code,verdicts", [
+    (["error_rate < 50%", "ttft.p50 < 60s at concurrency 1"], 0, {"pass"}),
+    (["error_rate < 50%", "ttft.p50 < 1ms at concurrency 1"], 1, {"pass", "fail"}),
+    (["error_rate < 50%", "accuracy >= baseline - 1pt"], 3, {"pass", "inconclusive"}),
+])
+def test_gates_decide_the_exit_code(tmp_path: Path, voice_ci_run: tuple[Path, subprocess.CompletedProcess],
+                                    gates: list[str], code: int, verdicts: set[str]) -> None:
+    run_dir, _ = voice_ci_run
+    proc = run_cli("sweep", str(_gate_scenario(tmp_path, gates)), "--gates-only", str(run_dir), timeout=120)
+    assert proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-2000:]
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    assert {r["verdict"] for r in result["gates"]["results"]} == verdicts
+    assert result["gates"]["exit_code"] == code
+    junit = (run_dir / "gates.xml").read_text()
+    assert junit.count("<testcase") == 2 * len(gates)  # one per gate per candidate
+    assert "| verdict | target | gate |" in (run_dir / "gates.md").read_text()
 
 
 def test_client_ttft_agrees_with_llama_server_accounting(tmp_path: Path, llamacpp: None) -> None:
@@ -120,7 +175,6 @@ def test_client_ttft_agrees_with_llama_server_accounting(tmp_path: Path, llamacp
 
 
 def test_server_killed_mid_run_is_reported_and_records_kept(tmp_path: Path, llamacpp: None) -> None:
-    before = _llama_servers()
     scenario = _scenario(tmp_path, [_managed("victim", "baseline", "smollm2-135m-q4_1"),
                                     _managed("survivor", "candidate", "smollm2-135m-q2_k")],
                          {"pattern": "concurrency", "levels": [2], "requests": 10})
@@ -165,7 +219,7 @@ def test_server_killed_mid_run_is_reported_and_records_kept(tmp_path: Path, llam
     assert victim_level["requests"]["ok"] == len([r for r in victim_ok if r["phase"] == "measure"])
     assert any(lv["target"] == "survivor" and lv["requests"]["ok"] >= 4 for lv in result["levels"])
     time.sleep(0.5)
-    assert _llama_servers() <= before
+    assert _servers_of_run(run_dir) == []
 
 
 def test_server_that_cannot_start_gives_clear_error(tmp_path: Path, llamacpp: None) -> None:
