@@ -65,15 +65,19 @@ class QualityPass:
 
     # -- scoring ---------------------------------------------------------------------
     def score_record(self, r: RequestRecord) -> Optional[ScoredResponse]:
-        item = self.items.get(r.item_id)
-        if item is None:
+        if r.item_id not in self.items:
             return None
+        return self._scored(r, self.scorers, {})
+
+    def _scored(self, r: RequestRecord, scorers: list[Any], extra: dict[str, Any]) -> ScoredResponse:
+        item = self.items[r.item_id]
         scores: dict[str, Any] = {}
         transport_ok = r.error is None
         if transport_ok:
             inp = ScoreInput(item=item, text=r.output_text, finish_reason=r.finish_reason)
-            for scorer in self.scorers:
+            for scorer in scorers:
                 scores.update(scorer.score(inp))
+            scores.update(extra)
         if transport_ok and r.first_token_logprobs:
             add_confidence(scores, r.first_token_logprobs)
         outcome = TRANSPORT_OUTCOMES.get(r.error or "", "ok") if not transport_ok else _model_outcome(scores)
@@ -84,14 +88,31 @@ class QualityPass:
                               transport_ok, answer, scores)
 
     def score_all(self, records: Iterable[RequestRecord]) -> list[ScoredResponse]:
+        """Score every measured response. Scorers with a batch method (``score_many``, e.g. the
+        judge, which calls an endpoint) get all their inputs at once; all are closed at the end."""
+        batch = [s for s in self.scorers if hasattr(s, "score_many")]
+        single = [s for s in self.scorers if not hasattr(s, "score_many")]
         out = []
-        for r in records:
-            if r.phase != "measure" or r.error == "cancelled":
-                continue
-            scored = self.score_record(r)
-            if scored is not None:
-                out.append(scored)
+        try:
+            todo = [r for r in records if r.phase == "measure" and r.error != "cancelled" and r.item_id in self.items]
+            batch_scores: list[dict[str, Any]] = [{} for _ in todo]
+            inputs = [ScoreInput(item=self.items[r.item_id], text=r.output_text, finish_reason=r.finish_reason)
+                      for r in todo]
+            ok_idx = [i for i, r in enumerate(todo) if r.error is None]
+            for scorer in batch:
+                for i, scores in zip(ok_idx, scorer.score_many([inputs[i] for i in ok_idx])):
+                    batch_scores[i].update(scores)
+            for r, extra in zip(todo, batch_scores):
+                out.append(self._scored(r, single, extra))
+        finally:
+            for scorer in self.scorers:
+                if hasattr(scorer, "close"):
+                    scorer.close()
         return out
+
+    def trust(self) -> dict[str, Any]:
+        """Judges' agreement with human labels, by scorer name (reported before their scores)."""
+        return {s.name: s.trust for s in self.scorers if getattr(s, "trust", None) is not None}
 
 
 def add_confidence(scores: dict[str, Any], first: dict[str, Any]) -> None:

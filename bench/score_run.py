@@ -55,6 +55,7 @@ def quality_section(loaded: LoadedScenario, dataset: Dataset, run_dir: Path) -> 
         "scorers": [s["name"] for s in spec.scorers],
         "baseline": baseline,
         "unit": "items (each target's first measured response per item)",
+        "judges": qp.trust(),
         "targets": targets,
     }
 

@@ -23,6 +23,14 @@ def _pct(m: Optional[dict[str, Any]]) -> str:
 
 def render_quality(quality: dict[str, Any], console: Console, max_metrics: int = 5) -> None:
     primary = quality.get("primary")
+    for name, trust in (quality.get("judges") or {}).items():
+        if trust.get("agreement") is None:
+            console.print(f"[red]judge {escape(name)} unavailable:[/] {escape(str(trust.get('error')))}")
+            continue
+        verdict = ("[green]trusted[/]" if trust.get("trusted")
+                   else "[red]NOT trusted: its scores are shown, not believed[/]")
+        console.print(f"judge {escape(name)}: agreement with human labels {100 * trust['agreement']:.1f}% "
+                      f"(kappa {trust['kappa']:.2f}, n={trust['n']}) → {verdict}")
     for name, entry in quality["targets"].items():
         slices = entry["slices"]
         keys = [f"{primary}@e2e", primary] if primary else []

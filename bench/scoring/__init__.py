@@ -16,6 +16,7 @@ from bench.scoring.code import CodeScorer
 from bench.scoring.exact import ExactScorer
 from bench.scoring.f1 import TokenF1Scorer
 from bench.scoring.json_strict import JsonScorer
+from bench.scoring.judge import JudgeScorer
 from bench.scoring.label import LabelScorer
 from bench.scoring.refusal import RefusalScorer
 from bench.scoring.regex import ContainsScorer, RegexScorer
@@ -23,7 +24,7 @@ from bench.scoring.tool_call import ToolCallScorer
 
 SCORERS: dict[str, type[BaseScorer]] = {cls.name: cls for cls in (
     ExactScorer, LabelScorer, TokenF1Scorer, RegexScorer, ContainsScorer, JsonScorer, RefusalScorer,
-    ToolCallScorer, CodeScorer,
+    ToolCallScorer, CodeScorer, JudgeScorer,
 )}
 
 __all__ = ["SCORERS", "BaseScorer", "ScoreInput", "Scorer", "ScorerConfigError", "Value",

@@ -10,7 +10,8 @@ and ``{response}`` substituted in one pass (other braces are literal; HTML comme
 dropped, so the file can carry notes for humans). It is sent as one user message at temperature 0,
 ``max_tokens`` (default 4) long. The verdict is the first word of the answer, case-insensitive, after
 leading markdown/quotes and an optional ``Answer:``/``Verdict:`` prefix: ``yes``/``equivalent``/``true``
--> equivalent, ``no``/``not equivalent``/``false`` -> not; anything else is unparseable.
+-> equivalent, ``no``/``not equivalent``/``false`` -> not; anything else is unparseable, and so is the
+instruction echoed back ("Yes or no.", "yes/no").
 
 **Trust check.** Before the first response is judged, the judge labels every pair of ``human_labels``
 (JSONL: ``{"item_id", "question", "reference", "response", "equivalent": bool}``; both verdicts must
@@ -58,7 +59,7 @@ from typing import Any, Callable, Optional
 from pydantic import Field, model_validator
 
 from bench.scenario import ManagedServerSpec
-from bench.scoring.base import BaseScorer, ScoreInput, ScorerConfig, ScorerConfigError, Value, none_scores
+from bench.scoring.base import BaseScorer, ScoreInput, ScorerConfig, Value, none_scores
 from bench.significance import cohens_kappa, wilson_interval
 
 MIN_KAPPA = 0.4
@@ -70,6 +71,7 @@ _THINK = re.compile(r"^\s*<think>.*?</think>", re.S | re.I)
 _VERDICT = re.compile(
     r"^[\W_]*(?:(?:final\s+)?(?:answer|verdict)\s*[:=\-]?[\W_]*)?"
     r"(not[\s_\-]*equivalent|non[\s_\-]*equivalent|equivalent|yes|no|true|false)(?![a-z0-9])", re.I)
+_EITHER = re.compile(r"\s*(?:/|\bor\b)\s*[\W_]*(?:not|non|equivalent|yes|no|true|false)(?![a-z0-9])", re.I)
 _POSITIVE = {"equivalent", "yes", "true"}
 _UNPARSED = "unparsed"
 
@@ -82,8 +84,9 @@ def parse_verdict(text: Optional[str]) -> Optional[bool]:
     """True (equivalent), False (not), or None (unparseable) from the judge's answer."""
     if not text:
         return None
-    m = _VERDICT.match(_THINK.sub("", text, count=1))
-    if m is None:
+    text = _THINK.sub("", text, count=1)
+    m = _VERDICT.match(text)
+    if m is None or _EITHER.match(text, m.end()):  # "yes or no", "Yes/No": the instruction echoed back
         return None
     word = re.sub(r"[\s_\-]+", " ", m[1].casefold())
     return word in _POSITIVE
@@ -99,7 +102,7 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return "" if content is None else str(content)
 
 
@@ -125,17 +128,17 @@ class JudgeScorer(BaseScorer):
 
     class Config(ScorerConfig):
         url: Optional[str] = Field(None, description="OpenAI-compatible base URL of the judge")
-        server: Optional[ManagedServerSpec] = Field(None, description="a managed server to launch as the judge")
+        server: Optional[ManagedServerSpec] = Field(None, description="a managed server as the judge")
         model: Optional[str] = Field(None, min_length=1,
                                      description="model name sent (default: the managed server's model)")
         api_key_env: Optional[str] = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                            description="environment variable holding the API key")
-        rubric: str = Field(min_length=1, description="prompt template with {question} {reference} {response}")
-        human_labels: str = Field(min_length=1, description="JSONL of human-labelled pairs for the trust check")
-        min_agreement: float = Field(0.8, ge=0, le=1, description="accuracy vs humans needed to trust the judge")
+        rubric: str = Field(min_length=1, description="template with {question} {reference} {response}")
+        human_labels: str = Field(min_length=1, description="JSONL of human-labelled pairs (trust check)")
+        min_agreement: float = Field(0.8, ge=0, le=1, description="accuracy vs humans needed for trust")
         max_tokens: int = Field(4, ge=1, le=4096)
         timeout_s: float = Field(60.0, gt=0, le=3600, description="per judge request")
-        concurrency: int = Field(4, ge=1, le=64, description="judge requests in flight (score_many, calibration)")
+        concurrency: int = Field(4, ge=1, le=64, description="requests in flight (score_many, calibration)")
 
         @model_validator(mode="after")
         def _one_endpoint(self):  # -> Config
@@ -154,7 +157,8 @@ class JudgeScorer(BaseScorer):
         if config.api_key_env:
             key = os.environ.get(config.api_key_env)
             if not key:
-                raise self.config_error("api_key_env", f"environment variable {config.api_key_env} is not set")
+                raise self.config_error("api_key_env",
+                                        f"environment variable {config.api_key_env} is not set")
             self.__key = key
         self._server: Any = None
         self._server_used = False
@@ -184,7 +188,8 @@ class JudgeScorer(BaseScorer):
         try:
             text = _COMMENT.sub("", path.read_text(encoding="utf-8")).strip()
         except (OSError, UnicodeDecodeError) as e:
-            raise self.config_error("rubric", f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+            raise self.config_error("rubric",
+                                    f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
         missing = [p for p in PLACEHOLDERS if f"{{{p}}}" not in text]
         if missing:
             raise self.config_error("rubric", f"{path} lacks the placeholder(s) "
@@ -257,8 +262,9 @@ class JudgeScorer(BaseScorer):
                 self._failure = str(e)
                 self.trust = {"agreement": None, "agreement_ci95": None, "kappa": None, "n": 0,
                               "trusted": False, "min_agreement": self.config.min_agreement,
-                              "min_kappa": MIN_KAPPA, "error": self._failure,
-                              "reason": f"judge unavailable: {self._failure}"}
+                              "min_kappa": MIN_KAPPA, "unparsed": 0, "errors": 0, "confusion": None,
+                              "reason": f"judge unavailable: {self._failure}", "model": self._model,
+                              "error": self._failure}
                 self.close()
                 raise
             return self.trust
@@ -281,6 +287,9 @@ class JudgeScorer(BaseScorer):
             asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result()
         except ServerError as e:
             raise JudgeUnavailable(str(e).splitlines()[0]) from None
+        except Exception as e:  # noqa: BLE001 - scoring never raises; the reason goes into the records
+            why = f"server 'judge' did not start: {type(e).__name__}: {e}".splitlines()[0]
+            raise JudgeUnavailable(why) from None
         if self._model is None:
             self._model = self._server.describe().get("model")
         self._endpoint = f"{self._server.base_url}/v1/chat/completions"
@@ -329,14 +338,20 @@ class JudgeScorer(BaseScorer):
     def _redact(self, s: str) -> str:
         return s.replace(self.__key, "***") if self.__key else s
 
-    def judge(self, question: str, reference: str, response: str) -> tuple[Optional[bool], bool, Optional[str]]:
+    def judge(self, question: str, reference: str,
+              response: str) -> tuple[Optional[bool], bool, Optional[str]]:
         """(verdict, parsed, error) for one pair; never raises."""
+        verdict, _, error = self._judge_raw(question, reference, response)
+        return verdict, verdict is not None, error
+
+    def _judge_raw(self, question: str, reference: str,
+                   response: str) -> tuple[Optional[bool], Optional[str], Optional[str]]:
+        """(verdict, the judge's raw answer, error)."""
         try:
             text = self._ask(render_rubric(self.template, question, reference, response))
         except Exception as e:  # noqa: BLE001 - a judge failure is an outcome, not a crash
-            return None, False, self._redact(_describe_error(e, self.config.timeout_s))
-        verdict = parse_verdict(text)
-        return verdict, verdict is not None, None
+            return None, None, self._redact(_describe_error(e, self.config.timeout_s))
+        return parse_verdict(text), text, None
 
     def _ask(self, prompt: str) -> str:
         endpoint = self._endpoint
@@ -363,10 +378,13 @@ class JudgeScorer(BaseScorer):
     def _calibrate(self) -> dict[str, Any]:
         pairs = self.labels
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="benchbox-judge") as ex:
-            results = list(ex.map(lambda o: self.judge(o["question"], reference_text(o["reference"]),
-                                                       o["response"]), pairs))
-        self.calibration = [{"item_id": o["item_id"], "human": o["equivalent"], "judge": v, "parsed": p,
-                             "error": err} for o, (v, p, err) in zip(pairs, results)]
+            raw = list(ex.map(lambda o: self._judge_raw(o["question"], reference_text(o["reference"]),
+                                                        o["response"]), pairs))
+        self.calibration = [{"item_id": o["item_id"], "human": o["equivalent"], "judge": v,
+                             "parsed": v is not None, "answer": None if text is None else text[:200],
+                             "error": err}
+                            for o, (v, text, err) in zip(pairs, raw)]
+        results = [(v, v is not None, err) for v, _, err in raw]
         errors = [err for _, _, err in results if err]
         if len(errors) == len(pairs):
             raise JudgeUnavailable(f"every calibration call failed, e.g. {errors[0]}")
@@ -475,5 +493,5 @@ def _describe_error(e: BaseException, timeout_s: float) -> str:
     if isinstance(e, JudgeUnavailable):
         return f"judge unavailable: {e}"
     if isinstance(e, OSError):
-        return f"connect: {e.strerror or e}"
+        return f"connection error: {e.strerror or e}"
     return f"{type(e).__name__}: {e}"[:200]

@@ -20,6 +20,8 @@ TOOLS = [{"name": "get_weather", "parameters": {"type": "object", "properties": 
                                                 "required": ["city"]}}]
 
 SPECS = {
+    "judge": ({"name": "judge", "url": "http://127.0.0.1:9", "rubric": "../quality/judge/rubric_equivalence.md",
+               "human_labels": "../quality/judge/human_labels.jsonl"}, "set_timer", {}),
     "exact": ({"name": "exact", "strip_punctuation": True}, "Paris", {}),
     "label": ({"name": "label", "labels_from_meta": "labels"}, "set_timer", {"labels": LABELS}),
     "token_f1": ({"name": "token_f1"}, "the Eiffel tower", {}),
@@ -33,7 +35,7 @@ SPECS = {
 }
 PRIMARY = {"exact": "exact_match", "label": "label_correct", "token_f1": None, "regex": "regex_match",
            "contains": "contains_match", "json": "field_exact", "refusal": None, "tool_call": "tool_call_valid",
-           "code": "code_pass"}
+           "code": "code_pass", "judge": "judge_equivalent"}
 KIND = {"bool": bool, "float": float, "str": str}
 
 
@@ -54,7 +56,7 @@ def test_keys_are_globally_unique_with_default_configs():
 
 
 @pytest.mark.parametrize("spec,match", [
-    ({"name": "bleu"}, r"unknown scorer 'bleu' \(valid: code, contains, exact, json, label, refusal, regex, "),
+    ({"name": "bleu"}, r"unknown scorer 'bleu' \(valid: code, contains, exact, json, judge, label, refusal, regex, "),
     ({}, "unknown scorer None"),
     ("exact", "must be a mapping"),
     ({"name": "exact", "strip_punctuation": "maybe"}, "scorer 'exact': strip_punctuation: "),
