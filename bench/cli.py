@@ -70,8 +70,10 @@ def _load(path: str) -> tuple[Any, Any]:
         loaded = load_scenario(path)
         dataset = load_dataset(loaded.resolve(loaded.scenario.dataset.path), loaded.scenario.dataset)
         _check_scorers(loaded)
+        from bench.decision import check_decision_config
         from bench.gate_run import parse_gates
 
+        check_decision_config(loaded)
         parse_gates(loaded, dataset)
     except ScenarioError as e:
         fail(str(e))

@@ -31,8 +31,11 @@ class GateContext:
 
 def evaluate(gates: list[Gate], targets: list[str], ctx: GateContext) -> list[GateResult]:
     out: list[GateResult] = []
+    router_small = (ctx.result.get("router") or {}).get("small")
     for target in targets:
-        mine = [_evaluate_one(g, target, ctx) for g in gates]
+        # A system gate (fallback_rate) describes the router, judged once, on its small model.
+        mine = [_evaluate_one(g, target, ctx) for g in gates
+                if g.family != "system" or target == router_small or router_small is None]
         apply_holm(mine)
         out.extend(mine)
     return out
@@ -44,6 +47,8 @@ def _evaluate_one(g: Gate, target: str, ctx: GateContext) -> GateResult:
             return _latency(g, target, ctx)
         if g.family == "level":
             return _level(g, target, ctx)
+        if g.family == "system":
+            return _fallback(g, target, ctx)
         return _quality(g, target, ctx)
     except GateError as e:
         return GateResult(g.text, target, "inconclusive", None, g.budget, str(e), slice=g.selector)
@@ -142,6 +147,21 @@ def _level(g: Gate, target: str, ctx: GateContext) -> GateResult:
     ok = _better(g.op, value, budget)
     return GateResult(g.text, target, "pass" if ok else "fail", value, budget,
                       f"{g.metric} {value:,.1f}/s at level {level:g} (budget {g.op} {budget:,.1f})")
+
+
+def _fallback(g: Gate, target: str, ctx: GateContext) -> GateResult:
+    router = ctx.result.get("router")
+    if not router:
+        raise GateError("fallback_rate needs a `router:` section and a quality pass")
+    if router["small"] != target:
+        raise GateError(f"fallback_rate describes the router's small model ({router['small']}), not {target}")
+    k, n = router["fallback"]["count"], router["n_items"]
+    if not n:
+        raise GateError("no paired items for the router")
+    verdict, bound, needed, p = _rate_gate(g.op, k, n, g.budget)
+    return GateResult(g.text, target, verdict, k / n, g.budget,
+                      f"{k}/{n} items fall back; one-sided 95% bound {bound:.2%} vs budget {g.op} {g.budget:.2%}",
+                      bound=bound, items_needed=needed, p_value=p)
 
 
 # -- quality: rates with confidence bounds, paired tests against the baseline ------------------------

@@ -17,6 +17,7 @@ Metrics:
   the aliases ``accuracy`` (the primary outcome), ``json_parse_failure_rate`` (1 − json_strict_ok),
   ``schema_failure_rate``, ``refusal_rate``, ``recall[<label>]`` (per-class recall), and
   ``recall[<slice>]`` (primary outcome on that slice). ``metric[<slice>]`` restricts to a slice.
+- ``fallback_rate`` — share of items the blended router sends to the large model (needs ``router:``).
 
 Verdicts (per candidate; the baseline when there is none):
 - rate vs a fixed budget: **pass** when the one-sided 95 % Wilson bound is on the right side of the
@@ -42,6 +43,7 @@ ALPHA = 0.05
 LATENCY_METRICS = ("ttft", "itl", "tpot", "e2e")
 STATS = ("p50", "p90", "p95", "p99", "p99.9", "max", "mean")
 LEVEL_METRICS = ("error_rate", "throughput", "requests_per_s")
+SYSTEM_METRICS = ("fallback_rate",)  # the blended router system (scenario `router:`)
 FAILURE_ALIASES = {
     "json_parse_failure_rate": "json_strict_ok",
     "schema_failure_rate": "schema_valid",
@@ -109,6 +111,8 @@ def parse_gate(text: str, levels: list[float], slices: set[str], quality_keys: s
         family = "latency"
     elif metric in LEVEL_METRICS:
         family = "level"
+    elif metric in SYSTEM_METRICS:
+        family = "system"
     else:
         family = "quality"
         base = FAILURE_ALIASES.get(metric, metric)

@@ -91,6 +91,8 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
         quality = attach_quality(loaded, dataset, run_dir, result)
         if quality is not None:
             render_quality(quality, console)
+    if code != EXIT_INTERRUPTED:
+        attach_decision(loaded, dataset, run_dir, result, console)
     if loaded.scenario.gates and code == EXIT_OK:
         code = apply_gates(loaded, dataset, run_dir, result, console)
     console.print(f"records: {run_dir / 'records.jsonl'}  result: {run_dir / 'result.json'}")
@@ -139,3 +141,16 @@ def gates_only_command(loaded: LoadedScenario, dataset: Dataset, run_dir: Path) 
     if loaded.scenario.quality.scorers and not (run_dir / "scores.jsonl").exists():
         attach_quality(loaded, dataset, run_dir, result)
     return apply_gates(loaded, dataset, run_dir, result, console)
+
+
+def attach_decision(loaded: LoadedScenario, dataset: Dataset, run_dir: Path, result: dict[str, Any],
+                    console: Console) -> None:
+    """Capacity, goodput, cost and the router blend, stored in result.json and printed."""
+    from bench.decision import decision_section, render_decision
+    from bench.results import write_json_atomic
+
+    decision = decision_section(loaded, dataset, run_dir, result)
+    if decision:
+        result.update(decision)
+        write_json_atomic(run_dir / "result.json", result)
+        render_decision(decision, console)
