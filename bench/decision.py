@@ -82,8 +82,12 @@ def render_decision(decision: dict[str, Any], console: Any) -> None:
             vs = (entry.get("vs_baseline") or {}).get("at_capacity") or {}
             if at.get("cost_per_1k_requests") is not None:
                 saved = vs.get("percent_saved")
+                versus = ""
+                if saved is not None:
+                    versus = (f" ({saved:.1f}% cheaper than the baseline)" if saved >= 0
+                              else f" ({-saved:.1f}% more expensive than the baseline)")
                 console.print(f"cost {escape(name)}: {at['cost_per_1k_requests']:.4f} {cost['currency']} per 1,000 "
-                              f"requests at capacity" + (f" ({saved:+.1f}% vs baseline)" if saved is not None else ""))
+                              f"requests at capacity{versus}")
     router: Optional[dict[str, Any]] = decision.get("router")
     if router:
         fb = router["fallback"]

