@@ -164,7 +164,9 @@ def canonical(responses: list[ScoredResponse]) -> dict[str, dict[str, ScoredResp
     return out
 
 
-def _metric_summary(values: list[Any], min_n: int) -> Optional[dict[str, Any]]:
+def metric_summary(values: list[Any], min_n: int) -> Optional[dict[str, Any]]:
+    """Rate (all bool: Wilson interval) or mean (numbers: bootstrap interval) of the non-None
+    values, with a small-sample warning; None when nothing is left to summarise."""
     values = [v for v in values if v is not None]
     if not values:
         return None
@@ -205,13 +207,13 @@ def slice_table(items: dict[str, Item], per_item: dict[str, ScoredResponse], pri
         keys = sorted({k for r in arrived for k, v in r.scores.items() if isinstance(v, (bool, int, float))})
         metrics: dict[str, Any] = {}
         for key in keys:
-            summary = _metric_summary([r.scores.get(key) for r in arrived], min_n)
+            summary = metric_summary([r.scores.get(key) for r in arrived], min_n)
             if summary is not None:
                 metrics[key] = summary
         if primary:
             # Transport failures count as wrong; items the scorer cannot judge (None) are left out.
             e2e = [per_item[i].scores.get(primary) if per_item[i].transport_ok else False for i in ids]
-            summary = _metric_summary(e2e, min_n)
+            summary = metric_summary(e2e, min_n)
             if summary is not None:
                 metrics[f"{primary}@e2e"] = summary
         outcomes: dict[str, int] = defaultdict(int)

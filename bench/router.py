@@ -27,10 +27,10 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from bench.cost import cost_per_request, percent_saved
 from bench.histograms import LatencyHistogram
-from bench.quality import ALL, ScoredResponse, canonical
+from bench.quality import ALL, ScoredResponse, canonical, metric_summary
 from bench.records import RequestRecord
 from bench.scenario import Pricing, Router
-from bench.significance import bootstrap_mean_interval, small_sample_warning, wilson_interval
+from bench.significance import wilson_interval
 
 POLICIES = ("parse_failure", "schema_failure", "refusal", "low_confidence", "transport_error")
 Latency = tuple[Optional[int], Optional[int]]  # (ttft_ns, e2e_ns)
@@ -77,23 +77,6 @@ def pair_items(scored: Iterable[ScoredResponse], router: Router) -> tuple[list[P
 def _value(resp: ScoredResponse, primary: str) -> Any:
     """End-to-end primary outcome: a transport failure is wrong; None = the scorer cannot judge."""
     return resp.scores.get(primary) if resp.transport_ok else False
-
-
-def _summary(values: list[Any], min_n: int) -> Optional[dict[str, Any]]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    n = len(values)
-    if all(isinstance(v, bool) for v in values):
-        k = sum(values)
-        out = {"kind": "rate", "value": k / n, "n": n, "successes": k, "ci95": list(wilson_interval(k, n))}
-    else:
-        floats = [float(v) for v in values]
-        ci = bootstrap_mean_interval(floats)
-        out = {"kind": "mean", "value": sum(floats) / n, "n": n, "ci95": list(ci) if ci else None}
-    if warning := small_sample_warning(n, min_n):
-        out["warning"] = warning
-    return out
 
 
 def _latency(x: Union[RequestRecord, Latency, None]) -> Latency:
@@ -163,9 +146,9 @@ def blend(scored: Iterable[ScoredResponse], records: Optional[Records], router: 
         quality[name] = {
             "n_items": len(idxs),
             "fallback_rate": sum(1 for i in idxs if hits[i]) / len(idxs),
-            "blended": _summary([_value(r, primary) for r in served], min_slice_n),
-            "small_alone": _summary([_value(pairs[i][1], primary) for i in idxs], min_slice_n),
-            "large_alone": _summary([_value(pairs[i][2], primary) for i in idxs], min_slice_n),
+            "blended": metric_summary([_value(r, primary) for r in served], min_slice_n),
+            "small_alone": metric_summary([_value(pairs[i][1], primary) for i in idxs], min_slice_n),
+            "large_alone": metric_summary([_value(pairs[i][2], primary) for i in idxs], min_slice_n),
         }
     low, high = wilson_interval(k, n)
     return {

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.adapters.base import Delta
-from bench.adapters.openai_common import (
-    chat_logprobs, common_fields, finish_field, first_choice, load_json, sampling_fields, text_field,
-)
+from bench.adapters.openai_common import chat_logprobs, finish_field, open_event, sampling_fields, text_field
 from bench.dataset import Item
 from bench.scenario import Sampling
 
@@ -21,42 +19,24 @@ class OpenAIChatAdapter:
         return {"model": model, "messages": messages, **sampling_fields(item, sampling, stream)}
 
     def parse_event(self, data: bytes) -> Delta:
-        obj = load_json(data)
-        delta = Delta()
-        if not isinstance(obj, dict):
-            delta.malformed = True
-            return delta
-        common_fields(obj, delta)
-        choice = first_choice(obj, delta)
-        if choice is None:
-            return delta
-        d = choice.get("delta") or {}
-        if not isinstance(d, dict):
-            delta.malformed = True
-            return delta
-        delta.content = text_field(d.get("content"), delta)
-        # vLLM/SGLang send `reasoning_content`; some servers `reasoning`. Kept apart from the answer.
-        delta.reasoning = text_field(d.get("reasoning_content") or d.get("reasoning"), delta)
-        delta.finish_reason = finish_field(choice, delta)
-        delta.logprobs = chat_logprobs(choice)
-        return delta
+        return self._parse(data, "delta")
 
     def parse_body(self, body: bytes) -> Delta:
-        obj = load_json(body)
-        delta = Delta()
-        if not isinstance(obj, dict):
-            delta.malformed = True
-            return delta
-        common_fields(obj, delta)
-        choice = first_choice(obj, delta)
+        return self._parse(body, "message")
+
+    @staticmethod
+    def _parse(data: bytes, field: str) -> Delta:
+        """A stream chunk carries ``choices[0].delta``, a whole body ``choices[0].message``."""
+        delta, choice = open_event(data)
         if choice is None:
             return delta
-        msg = choice.get("message") or {}
-        if not isinstance(msg, dict):
+        part = choice.get(field) or {}
+        if not isinstance(part, dict):
             delta.malformed = True
             return delta
-        delta.content = text_field(msg.get("content"), delta)
-        delta.reasoning = text_field(msg.get("reasoning_content") or msg.get("reasoning"), delta)
+        delta.content = text_field(part.get("content"), delta)
+        # vLLM/SGLang send `reasoning_content`; some servers `reasoning`. Kept apart from the answer.
+        delta.reasoning = text_field(part.get("reasoning_content") or part.get("reasoning"), delta)
         delta.finish_reason = finish_field(choice, delta)
         delta.logprobs = chat_logprobs(choice)
         return delta

@@ -119,3 +119,15 @@ def completions_logprobs(choice: dict[str, Any]) -> Optional[dict[str, Any]]:
     if isinstance(tops, list) and tops and isinstance(tops[0], dict):
         top = [[t, v] for t, v in tops[0].items() if isinstance(v, (int, float))]
     return {"token": tokens[0], "logprob": float(values[0]), "top": top}
+
+
+def open_event(data: bytes) -> tuple[Delta, Optional[dict[str, Any]]]:
+    """Decode one event or body: the Delta with usage/timings/error filled in, and ``choices[0]``
+    (None when the JSON is malformed — flagged on the Delta — or the event carries no choice)."""
+    obj = load_json(data)
+    delta = Delta()
+    if not isinstance(obj, dict):
+        delta.malformed = True
+        return delta, None
+    common_fields(obj, delta)
+    return delta, first_choice(obj, delta)

@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.adapters.base import Delta
 from bench.adapters.openai_common import (
-    common_fields, completions_logprobs, finish_field, first_choice, load_json, sampling_fields, text_field,
+    completions_logprobs, finish_field, open_event, sampling_fields, text_field,
 )
 from bench.dataset import Item
 from bench.scenario import Sampling
@@ -26,13 +26,8 @@ class OpenAICompletionsAdapter:
         return {"model": model, "prompt": prompt, **sampling_fields(item, sampling, stream, chat=False)}
 
     def parse_event(self, data: bytes) -> Delta:
-        obj = load_json(data)
-        delta = Delta()
-        if not isinstance(obj, dict):
-            delta.malformed = True
-            return delta
-        common_fields(obj, delta)
-        choice = first_choice(obj, delta)
+        """Stream chunks and whole bodies have the same shape: ``choices[0].text``."""
+        delta, choice = open_event(data)
         if choice is None:
             return delta
         delta.content = text_field(choice.get("text"), delta)
@@ -40,17 +35,4 @@ class OpenAICompletionsAdapter:
         delta.logprobs = completions_logprobs(choice)
         return delta
 
-    def parse_body(self, body: bytes) -> Delta:
-        obj = load_json(body)
-        delta = Delta()
-        if not isinstance(obj, dict):
-            delta.malformed = True
-            return delta
-        common_fields(obj, delta)
-        choice = first_choice(obj, delta)
-        if choice is None:
-            return delta
-        delta.content = text_field(choice.get("text"), delta)
-        delta.finish_reason = finish_field(choice, delta)
-        delta.logprobs = completions_logprobs(choice)
-        return delta
+    parse_body = parse_event
