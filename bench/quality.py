@@ -237,6 +237,24 @@ def instability(responses: list[ScoredResponse]) -> dict[str, Any]:
             "instability": changed / len(multi) if multi else None}
 
 
+def repeat_variance(responses: list[ScoredResponse], primary: Optional[str]) -> Optional[dict[str, Any]]:
+    """The primary outcome per pass over the eval set (repeat 0, 1, ...): with sampled decoding,
+    how much the metric itself moves between repeats. None with fewer than two passes."""
+    if not primary:
+        return None
+    by_repeat: dict[int, dict[str, bool]] = defaultdict(dict)
+    for r in sorted(responses, key=lambda r: (r.level, r.seq)):
+        value = r.scores.get(primary) if r.transport_ok else False
+        if value is not None:
+            by_repeat[r.repeat].setdefault(r.item_id, bool(value))
+    rates = [sum(v.values()) / len(v) for _, v in sorted(by_repeat.items()) if v]
+    if len(rates) < 2:
+        return None
+    mean = sum(rates) / len(rates)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in rates) / (len(rates) - 1))
+    return {"repeats": len(rates), "per_repeat": rates, "mean": mean, "sd": sd}
+
+
 def write_scores(path: Path, responses: list[ScoredResponse]) -> None:
     with open(path, "wb") as fh:
         for r in responses:

@@ -8,7 +8,9 @@ from typing import Any, Optional
 
 from bench.dataset import Dataset
 from bench.fidelity import class_metrics, compare_pair, diagnose
-from bench.quality import QualityPass, calibration, canonical, instability, slice_table, write_scores
+from bench.quality import (
+    QualityPass, calibration, canonical, instability, repeat_variance, slice_table, write_scores,
+)
 from bench.records import read_records
 from bench.scenario import LoadedScenario
 
@@ -38,7 +40,8 @@ def quality_section(loaded: LoadedScenario, dataset: Dataset, run_dir: Path) -> 
             "responses_scored": len(by_target[t.name]),
             "slices": slices,
             "classes": class_metrics(per_item, spec.rare_label_share),
-            "stability": instability(by_target[t.name]),
+            "stability": {**instability(by_target[t.name]),
+                          "repeat_variance": repeat_variance(by_target[t.name], qp.primary)},
             "calibration": calibration(per_item, qp.primary),
         }
         if spec.by_level:

@@ -397,8 +397,10 @@ def test_quality_section_returns_targets_fidelity_classes_stability(tmp_path: Pa
     assert (c_all["metrics"]["label_correct@e2e"]["value"], c_all["metrics"]["label_correct@e2e"]["n"]) == (0.75, 4)
 
     # stability: base d1 same at both levels, d2 changed; cand d1 changed
-    assert base["stability"] == {"items_with_several_responses": 2, "items_changed": 1, "instability": 0.5}
-    assert cand["stability"] == {"items_with_several_responses": 1, "items_changed": 1, "instability": 1.0}
+    assert base["stability"] == {"items_with_several_responses": 2, "items_changed": 1, "instability": 0.5,
+                                 "repeat_variance": None}
+    assert cand["stability"] == {"items_with_several_responses": 1, "items_changed": 1, "instability": 1.0,
+                                 "repeat_variance": None}
 
     # vs_baseline over d1, d2, d4 (d3 timed out for cand)
     vs = cand["vs_baseline"]
@@ -440,3 +442,18 @@ def test_quality_section_by_level(tmp_path: Path) -> None:
     # level 2: d1 right, d2 wrong (weather_query)
     assert levels["2"][ALL]["n_items"] == 2
     assert levels["2"][ALL]["metrics"]["label_correct"]["value"] == 0.5
+
+
+def test_repeat_variance_of_the_primary_across_passes() -> None:
+    from bench.quality import repeat_variance
+
+    def resp(item_id: str, repeat: int, ok: bool) -> ScoredResponse:
+        return ScoredResponse(f"r{item_id}{repeat}", "t", 1.0, item_id, repeat, repeat * 10 + int(item_id[1:]),
+                              "ok", True, "x", {"label_correct": ok})
+    # pass 0: 3/4 right; pass 1: 1/4 right -> mean 0.5, sample sd sqrt(((0.25)^2 * 2) / 1) = 0.353553
+    responses = [resp(f"i{k}", 0, k < 3) for k in range(4)] + [resp(f"i{k}", 1, k < 1) for k in range(4)]
+    out = repeat_variance(responses, "label_correct")
+    assert out["per_repeat"] == [0.75, 0.25] and out["mean"] == 0.5
+    assert abs(out["sd"] - 0.3535533905932738) < 1e-12
+    assert repeat_variance(responses[:4], "label_correct") is None  # one pass: no variance
+    assert repeat_variance(responses, None) is None
