@@ -79,6 +79,10 @@ def render_quality(quality: dict[str, Any], console: Console, max_metrics: int =
         if stab.get("instability") is not None:
             console.print(f"{escape(name)}: answers changed between responses on {stab['items_changed']}/"
                           f"{stab['items_with_several_responses']} items (noise floor for flips)")
+        rv = stab.get("repeat_variance")
+        if rv:
+            console.print(f"{escape(name)}: {primary} over {rv['repeats']} repeat passes: mean "
+                          f"{100 * rv['mean']:.1f}%, sd {100 * rv['sd']:.1f} points")
         for line in entry.get("diagnosis", []):
             console.print(f"[bold]diagnosis:[/] {escape(line)}")
     console.print(f"quality unit: {quality.get('unit')}; primary outcome: {primary}")
