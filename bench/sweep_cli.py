@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from bench.report.progress import Progress
 from bench.report.quality_table import render_quality
 from bench.report.terminal import render_result
 from bench.scenario import LoadedScenario, ScenarioError
-from bench.sweep import Sweep, SweepError, make_run_dir
+from bench.sweep import Sweep, SweepError, auth_headers, make_run_dir
 
 EXIT_OK, EXIT_USAGE, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 2, 4, 130
 
@@ -73,9 +74,16 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
     console = Console()
     if not console.is_terminal:
         console = Console(width=170)  # logs and CI: wide enough for the results table
+    try:  # secrets come from the environment: check before anything is written
+        for target in loaded.scenario.targets:
+            auth_headers(target)
+    except ScenarioError as e:
+        print(f"benchbox: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     run_dir = make_run_dir(out_dir, loaded.scenario.name)
     progress = Progress(Console(quiet=True) if quiet else console)
-    sweep = Sweep(loaded, dataset, run_dir, progress, say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+    sweep = Sweep(loaded, dataset, run_dir, progress,
+                  say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
     console.print(f"benchbox: {loaded.scenario.name}: {len(dataset.items)} items, run directory {run_dir}")
     code, error = EXIT_RUN_FAILED, None
     try:

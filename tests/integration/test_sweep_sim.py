@@ -207,6 +207,7 @@ def test_secrets_never_reach_run_files_or_output(tmp_path: Path, start_sim) -> N
     proc = run_cli("sweep", str(scenario), "--out", str(tmp_path / "runs2"), env={"BENCHBOX_TEST_KEY": ""})
     assert proc.returncode == 2 and "BENCHBOX_TEST_KEY" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs2").exists()  # nothing written
 
 
 @pytest.mark.parametrize("content,needle", [
