@@ -26,6 +26,8 @@ class LazyGroup(click.Group):
     lazy = {
         "sim": ("bench.sim", "sim_command", "Serve a deterministic OpenAI-compatible streaming simulator."),
         "server": ("bench.server_cli", "server_group", "Install llama.cpp and bundled models; manage servers."),
+        "compare": ("bench.compare", "compare_command",
+                    "Compare runs on the same eval set: latency side by side, quality paired by item."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
