@@ -161,6 +161,17 @@ class QualitySpec(_Strict):
         return v
 
 
+class Observability(_Strict):
+    """Live metrics for Grafana and server-side metrics during the run."""
+
+    prometheus_port: Optional[int] = Field(None, ge=0, le=65535, description="serve live metrics (0: any port)")
+    prometheus_host: str = "127.0.0.1"
+    grace_s: float = Field(15.0, ge=0, le=3600, description="keep serving after the run for a last scrape")
+    pushgateway: Optional[str] = Field(None, description="also push the final values here (short runs)")
+    scrape_server_metrics: bool = Field(True, description="poll each target's /metrics during the levels")
+    scrape_interval_s: float = Field(1.0, gt=0, le=60)
+
+
 class DatasetSpec(_Strict):
     path: str
     limit: Optional[int] = Field(None, ge=1, description="use the first N items (after slice filter)")
@@ -178,6 +189,7 @@ class Scenario(_Strict):
     slo: Slo = Field(default_factory=Slo)
     gates: list[str] = Field(default_factory=list, description="acceptance gates, product language")
     quality: QualitySpec = Field(default_factory=QualitySpec)
+    observability: Observability = Field(default_factory=Observability)
     pricing: Optional["Pricing"] = None
     router: Optional["Router"] = None
 
