@@ -128,7 +128,7 @@ def sweep(scenario_file: str, out_dir: str, quiet: bool, gates_only: Optional[Pa
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--rebuild", is_flag=True, help="recompute result.json from records.jsonl")
 def report(run_dir: Path, rebuild: bool) -> None:
-    """Re-render a run's summary from its files alone (manifest.json, records.jsonl)."""
+    """Re-render a run's summary and report.html from its files alone."""
     from rich.console import Console
 
     from bench.report.terminal import render_result
@@ -141,6 +141,9 @@ def report(run_dir: Path, rebuild: bool) -> None:
         write_json_atomic(run_dir / "result.json", result)
     console = Console()
     render_result(result, console if console.is_terminal else Console(width=170))
+    from bench.report.html import write_report
+
+    click.echo(f"report: {write_report(run_dir)}")
 
 
 @main.command()

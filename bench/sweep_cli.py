@@ -103,6 +103,9 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
         attach_decision(loaded, dataset, run_dir, result, console)
     if loaded.scenario.gates and code == EXIT_OK:
         code = apply_gates(loaded, dataset, run_dir, result, console)
+    from bench.report.html import write_report
+
+    console.print(f"report: {write_report(run_dir)}")
     console.print(f"records: {run_dir / 'records.jsonl'}  result: {run_dir / 'result.json'}")
     return code
 
@@ -148,7 +151,11 @@ def gates_only_command(loaded: LoadedScenario, dataset: Dataset, run_dir: Path) 
     result = orjson.loads((run_dir / "result.json").read_bytes())
     if loaded.scenario.quality.scorers and not (run_dir / "scores.jsonl").exists():
         attach_quality(loaded, dataset, run_dir, result)
-    return apply_gates(loaded, dataset, run_dir, result, console)
+    code = apply_gates(loaded, dataset, run_dir, result, console)
+    from bench.report.html import write_report
+
+    write_report(run_dir)
+    return code
 
 
 def attach_decision(loaded: LoadedScenario, dataset: Dataset, run_dir: Path, result: dict[str, Any],
