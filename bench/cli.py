@@ -112,16 +112,19 @@ def validate(scenario_file: str) -> None:
 @click.argument("scenario_file", metavar="FILE")
 @click.option("--out", "out_dir", default="runs", show_default=True, help="parent folder of run directories")
 @click.option("--quiet", is_flag=True, help="no live progress display")
+@click.option("--prometheus-port", type=click.IntRange(0, 65535), default=None,
+              help="serve live metrics for Prometheus/Grafana on this port (0: any free port)")
 @click.option("--gates-only", "gates_only", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, metavar="RUN_DIR", help="re-evaluate the scenario's gates on an existing run")
-def sweep(scenario_file: str, out_dir: str, quiet: bool, gates_only: Optional[Path]) -> None:
+def sweep(scenario_file: str, out_dir: str, quiet: bool, prometheus_port: Optional[int],
+          gates_only: Optional[Path]) -> None:
     """Run a scenario: every target through every load level; score, gate, write a run directory."""
     loaded, dataset = _load(scenario_file)
     from bench.sweep_cli import gates_only_command, run_sweep_command
 
     if gates_only is not None:
         sys.exit(gates_only_command(loaded, dataset, gates_only))
-    sys.exit(run_sweep_command(loaded, dataset, Path(out_dir), quiet))
+    sys.exit(run_sweep_command(loaded, dataset, Path(out_dir), quiet, prometheus_port))
 
 
 @main.command()

@@ -48,7 +48,7 @@ E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0,
 # Every series name the exporter can expose (the dashboard test checks PromQL against these).
 METRIC_NAMES = frozenset({
     "benchbox_requests_total", "benchbox_errors_total", "benchbox_output_tokens_total",
-    "benchbox_parse_failures_total", "benchbox_in_flight", "benchbox_level",
+    "benchbox_parse_failures_total", "benchbox_in_flight", "benchbox_level", "benchbox_server_metric",
     *(f"benchbox_{h}_seconds_{s}" for h in ("ttft", "itl", "e2e") for s in ("bucket", "sum", "count")),
 })
 _NS = 1e9  # divide, not multiply by 1e-9: correctly rounded (250_000_000 ns -> exactly 0.25 s)
@@ -108,6 +108,10 @@ class LiveExporter:
                                registry=reg)
         self.level = Gauge(PREFIX + "level", "The load level now running (concurrency or req/s).",
                            ("scenario", "target"), registry=reg)
+        # The target server's own metrics as benchbox scraped them, under logical names (kv_cache_usage,
+        # requests_running, requests_waiting, ...): one dashboard panel for vLLM, SGLang, TGI, llama.cpp.
+        self.server_metric = Gauge(PREFIX + "server_metric", "Target server metric, logical name (scraped).",
+                                   ("scenario", "target", "metric"), registry=reg)
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._server: Any = None
         self._thread: Optional[threading.Thread] = None
@@ -228,9 +232,15 @@ class LiveExporter:
         lvl = level_label(level)
         self._get(target, lvl, "measure")
         self.parse_failures.labels(self.scenario, target, lvl)
+        for error_class in ERROR_CLASSES:  # "0 errors" is data; an absent series reads as "no data"
+            self.errors.labels(self.scenario, target, lvl, "measure", error_class)
 
     def set_in_flight(self, target: str, n: int) -> None:
         self.in_flight.labels(self.scenario, target).set(n)
+
+    def set_server_metrics(self, target: str, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.server_metric.labels(self.scenario, target, name).set(value)
 
     def observe_parse_failure(self, target: str, level: float, n: int = 1) -> None:
         self.parse_failures.labels(self.scenario, target, level_label(level)).inc(n)

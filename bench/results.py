@@ -84,6 +84,11 @@ def rebuild_from_records(run_dir: Path) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             previous = {}
     targets = previous.get("targets") or {}
+    # Server/GPU metrics observed during a level are not in the records: carry them over.
+    observed = {(lv["target"], lv["level"]): lv["observed"] for lv in previous.get("levels", []) if "observed" in lv}
+    for lv in levels:
+        if (lv["target"], lv["level"]) in observed:
+            lv["observed"] = observed[(lv["target"], lv["level"])]
     for name in manifest["targets"]:
         entry = targets.setdefault(name, {})
         entry["cold"] = cold_summary(r for r in records if r.target == name)

@@ -14,6 +14,7 @@ from bench.adapters import get_adapter
 from bench.client import Endpoint
 from bench.dataset import Dataset
 from bench.manifest import build_manifest, fetch_models
+from bench.observe import Observers
 from bench.patterns import LevelWindow, MonotonicClock, pattern_for
 from bench.records import RecordWriter, RequestRecord
 from bench.results import build_result, write_json_atomic
@@ -97,6 +98,7 @@ class Sweep:
         run_dir: Path,
         progress: Any,
         say: Callable[[str], None],
+        prometheus_port: Optional[int] = None,
     ):
         self.loaded = loaded
         self.sc = loaded.scenario
@@ -107,19 +109,27 @@ class Sweep:
         manifest = build_manifest(loaded, dataset, run_id)
         self.state = SweepState(run_dir, manifest, RecordWriter(run_dir / "records.jsonl"))
         self.clock = MonotonicClock()
+        self.observers = Observers(self.sc.name, self.sc.observability, run_dir, prometheus_port)
         write_json_atomic(run_dir / "manifest.json", manifest)
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
-        for target in ordered_targets(self.sc.targets):
-            try:
-                await self._run_target(target)
-            except SweepError as e:
-                # One target's server failing does not void the others' measurements.
-                self.state.failures.append(str(e))
-                self.say(f"error: {e}")
-            if self.state.interrupted:
-                break
+        port = self.observers.start()
+        if port is not None:
+            self.say(f"live metrics: http://{self.sc.observability.prometheus_host}:{port}/metrics")
+            self.state.manifest["prometheus_port"] = port
+        try:
+            for target in ordered_targets(self.sc.targets):
+                try:
+                    await self._run_target(target)
+                except SweepError as e:
+                    # One target's server failing does not void the others' measurements.
+                    self.state.failures.append(str(e))
+                    self.say(f"error: {e}")
+                if self.state.interrupted:
+                    break
+        finally:
+            await self.observers.stop_sampling()
 
     def finalize(self, complete: bool) -> dict[str, Any]:
         """Write result.json from what has been measured. Safe to call after any failure."""
@@ -157,7 +167,10 @@ class Sweep:
             runtime = TargetRuntime(target.name, target.model, endpoint, get_adapter(target.protocol), target.timeout_s)
             sink = _Accumulate(st)
             live = LiveStats()
-            runner = LevelRunner(runtime, self.dataset, self.sc.sampling, [st.writer, sink, live], self.clock)
+            runner = LevelRunner(runtime, self.dataset, self.sc.sampling,
+                                 [st.writer, sink, live, *self.observers.sinks()], self.clock)
+            metrics_url = target.metrics_url or (server.metrics_url if server is not None else None)
+            self.observers.target_started(target.name, metrics_url)
             if server is not None and target.server.cold_requests:
                 self.say(f"{target.name}: ready in {server.launch_to_ready_s:.2f} s; "
                          f"{target.server.cold_requests} cold request(s)")
@@ -165,6 +178,7 @@ class Sweep:
                 entry["cold"] = cold_summary(sink.cold)
             await self._run_levels(target, runner, live, server)
         finally:
+            await self.observers.target_finished(target.name)
             await endpoint.close()
             if server is not None:
                 await server.stop()
@@ -202,6 +216,7 @@ class Sweep:
             live.done = live.ok = live.errors = 0
             live.recent_ttft_ms.clear()
             self.progress.start_level(target.name, level, load, live)
+            self.observers.level_started(target.name, level, live)
             watchdog = asyncio.ensure_future(self._watch_server(server, window, target)) if server else None
             try:
                 await runner.run_level(pattern_for(load, level, index), window, level, index, live)
@@ -209,6 +224,9 @@ class Sweep:
                 if watchdog is not None:
                     await cancel_and_wait(watchdog)
                 summary = st.current.summary()
+                observed = await self.observers.level_finished(target.name, level)
+                if observed:
+                    summary["observed"] = observed
                 st.levels.append(summary)
                 st.current = None
                 self.progress.end_level(summary)

@@ -70,7 +70,8 @@ async def _main(sweep: Sweep, console: Console) -> tuple[int, str | None]:
             loop.remove_signal_handler(sig)
 
 
-def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, quiet: bool) -> int:
+def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, quiet: bool,
+                      prometheus_port: int | None = None) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=170)  # logs and CI: wide enough for the results table
@@ -83,7 +84,8 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
     run_dir = make_run_dir(out_dir, loaded.scenario.name)
     progress = Progress(Console(quiet=True) if quiet else console)
     sweep = Sweep(loaded, dataset, run_dir, progress,
-                  say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True))
+                  say=lambda msg: console.print(msg, markup=False, highlight=False, soft_wrap=True),
+                  prometheus_port=prometheus_port)
     console.print(f"benchbox: {loaded.scenario.name}: {len(dataset.items)} items, run directory {run_dir}")
     code, error = EXIT_RUN_FAILED, None
     try:
@@ -91,6 +93,8 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
     finally:
         progress.close()
         result = sweep.finalize(complete=(code in (EXIT_OK, EXIT_RUN_FAILED)))
+        if code == EXIT_INTERRUPTED:
+            sweep.observers.close(wait_grace=False)
     if error:
         console.print(f"[red]benchbox: error: {escape(error)}[/]")
     render_result(result, console)
@@ -106,6 +110,13 @@ def run_sweep_command(loaded: LoadedScenario, dataset: Dataset, out_dir: Path, q
     from bench.report.html import write_report
 
     console.print(f"report: {write_report(run_dir)}")
+    if sweep.observers.exporter is not None:
+        if (run_dir / "scores.jsonl").exists():
+            from bench.gate_run import read_scores
+
+            sweep.observers.parse_failures(read_scores(run_dir / "scores.jsonl"))
+        console.print(f"live metrics stay up {loaded.scenario.observability.grace_s:g} s for a last scrape")
+        sweep.observers.close(wait_grace=True)
     console.print(f"records: {run_dir / 'records.jsonl'}  result: {run_dir / 'result.json'}")
     return code
 

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "docker" / "grafana" / "dashboards" / "benchbox.json"
 SCENARIO = "itest"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MS = 1_000_000
 
 
@@ -104,6 +106,13 @@ class PromServer:
     def query(self, expr: str, at: float) -> dict[str, Any]:
         qs = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
         status, body = http_get(f"{self.base}/api/v1/query?{qs}")
+        answer = json.loads(body)
+        assert status == 200 and answer["status"] == "success", (expr, status, answer)
+        return answer["data"]
+
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> dict[str, Any]:
+        qs = urllib.parse.urlencode({"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": step})
+        status, body = http_get(f"{self.base}/api/v1/query_range?{qs}")
         answer = json.loads(body)
         assert status == 200 and answer["status"] == "success", (expr, status, answer)
         return answer["data"]
@@ -186,6 +195,8 @@ def test_real_prometheus_scrapes_exporter_and_dashboard_queries(prometheus: Prom
         for t in targets:
             exporter.set_level(t, level)
             exporter.set_in_flight(t, level + tick % 2)
+            exporter.set_server_metrics(t, {"kv_cache_usage": 0.1 * level, "requests_waiting": tick % 3,
+                                            "requests_running": level})
             for _ in range(2):
                 seq += 1
                 error = "http_5xx" if (t == "cand" and seq % 5 == 0) else None
@@ -249,3 +260,72 @@ def test_real_prometheus_scrapes_exporter_and_dashboard_queries(prometheus: Prom
         if "histogram_quantile" in expr:
             assert {r["metric"]["target"] for r in data["result"]} == set(targets), (title, expr)
             assert all(0 < v <= 1.0 for v in values), (title, expr, values)
+
+
+# -- a real sweep against a real llama-server, watched by a real Prometheus ------------------------
+def _dashboard_exprs() -> list[str]:
+    dash = json.loads((REPO_ROOT / "docker" / "grafana" / "dashboards" / "benchbox.json").read_text())
+
+    def walk(panels: list[dict]) -> Iterator[dict]:
+        for p in panels:
+            yield p
+            yield from walk(p.get("panels", []))
+    return [t["expr"] for p in walk(dash["panels"]) for t in p.get("targets", []) if t.get("expr")]
+
+
+@pytest.mark.llamacpp
+def test_sweep_against_llama_server_is_visible_in_prometheus(tmp_path: Path) -> None:
+    from bench.provision import installed_llamacpp, resolve_model
+
+    binary = prometheus_binary()
+    if binary is None:
+        pytest.skip("Debian's prometheus is not installed (.ci/run installs it)")
+    if installed_llamacpp() is None:
+        pytest.skip("llama.cpp is not built (benchbox server install)")
+    resolve_model("smollm2-135m-q4_1", progress=None)
+    port = free_port()
+    prom = PromServer(binary, tmp_path, port)
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(
+        "name: prom-it\n"
+        f"dataset: {{path: {REPO_ROOT / 'quality' / 'voice.jsonl'}, slices: [short_context], limit: 12}}\n"
+        "targets:\n"
+        "  - {name: q4_1, role: baseline, server: {definition: llamacpp, model: smollm2-135m-q4_1, cold_requests: 0}}\n"
+        "sampling: {max_tokens: 8, temperature: 0}\n"
+        "load: {pattern: concurrency, levels: [1, 2], requests: 12}\n"
+        "observability: {grace_s: 6, scrape_interval_s: 0.5}\n"
+        "quality: {scorers: [{name: label, labels_from_meta: labels}], primary: label_correct}\n"
+    )
+    try:
+        prom.wait_ready()
+        started = time.time()
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "sweep", str(scenario), "--out", str(tmp_path / "runs"),
+             "--quiet", "--prometheus-port", str(port)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "live metrics:" in proc.stdout
+        at = time.time() - 2  # inside the grace period: the final values were scraped
+        run_dir = next((tmp_path / "runs").iterdir())
+        result = json.loads((run_dir / "result.json").read_text())
+        measured = sum(lv["requests"]["ok"] for lv in result["levels"])
+        total = prom.scalar('sum(benchbox_requests_total{scenario="prom-it", phase="measure", outcome="ok"})', at)
+        assert total == measured == 24
+        ttft_count = prom.scalar('sum(benchbox_ttft_seconds_count{scenario="prom-it", phase="measure"})', at)
+        assert ttft_count == measured
+        p95 = prom.scalar('histogram_quantile(0.95, sum by (le) (benchbox_ttft_seconds_bucket{scenario="prom-it"}))', at)
+        assert 0 < p95 < 60
+        # Server metrics scraped by benchbox from llama-server, re-exported under logical names.
+        running = prom.query('max_over_time(benchbox_server_metric{scenario="prom-it", metric="requests_running"}[5m])', at)
+        assert running["result"] and float(running["result"][0]["value"][1]) >= 1
+        assert (run_dir / "server_metrics.jsonl").stat().st_size > 0
+        assert "server" in result["levels"][0]["observed"]
+        # Every dashboard expression is valid PromQL; every benchbox one shows data over the run,
+        # as the panel would when a person looks at this run's time range.
+        for expr in _dashboard_exprs():
+            data = prom.query_range(grafana_expand(expr).replace(SCENARIO, "prom-it").replace("1m", "5m"),
+                                    started, time.time())
+            if "benchbox_" in expr:
+                assert data["result"], expr
+    finally:
+        prom.stop()

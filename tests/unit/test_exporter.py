@@ -196,8 +196,17 @@ def test_every_exposed_name_is_known() -> None:
     ex.set_level("a", 4)
     ex.set_in_flight("a", 1)
     ex.observe_parse_failure("a", 4)
+    ex.set_server_metrics("a", {"kv_cache_usage": 0.25, "requests_waiting": 3})
     names = {n for n, _ in scrape(ex)}
     assert names == set(METRIC_NAMES)
+
+
+def test_server_metrics_are_gauges_by_logical_name() -> None:
+    ex = LiveExporter("s")
+    ex.set_server_metrics("a", {"kv_cache_usage": 0.25, "requests_waiting": 3})
+    ex.set_server_metrics("a", {"kv_cache_usage": 0.5})
+    values = {dict(labels)["metric"]: v for (n, labels), v in scrape(ex).items() if n == "benchbox_server_metric"}
+    assert values == {"kv_cache_usage": 0.5, "requests_waiting": 3.0}
 
 
 # --- serving, grace, push --------------------------------------------------------------------
@@ -322,7 +331,7 @@ PROMQL_KEYWORDS = {"by", "without", "or", "and", "unless", "on", "ignoring", "gr
 SERVER_METRICS = {"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "vllm:num_requests_waiting",
                   "vllm:num_requests_running", "llamacpp:requests_deferred", "llamacpp:requests_processing",
                   "llamacpp:kv_cache_usage_ratio"}
-BENCHBOX_LABELS = {"scenario", "target", "level", "phase", "outcome", "error_class", "le"}
+BENCHBOX_LABELS = {"metric", "scenario", "target", "level", "phase", "outcome", "error_class", "le"}
 GRAFANA_VARS = {"$scenario", "$target", "$phase", "$__rate_interval"}
 
 
