@@ -118,6 +118,7 @@ class Observers:
             self.exporter.set_level(target, None)
         entry = self._scrapers.pop(target, None)
         if entry is not None:
+            entry[0].stop()
             entry[1].cancel()
             await asyncio.gather(entry[1], return_exceptions=True)
 

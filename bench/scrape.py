@@ -321,6 +321,13 @@ class MetricsScraper:
         self.last_error: Optional[str] = None
         self.series = LevelSeries(metric_types(maps))
         self._wake: Optional[asyncio.Event] = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End run() at its next step (the caller still cancels and awaits the task)."""
+        self._stopping = True
+        if getattr(self, "_wake", None) is not None:
+            self._wake.set()
 
     def set_level(self, level: Optional[float]) -> None:
         """Tag the samples that follow with ``level`` and poll now (call from the event loop's thread)."""
@@ -385,7 +392,9 @@ class MetricsScraper:
         """Poll every ``interval_s`` (at once after set_level) until cancelled; never raises otherwise."""
         self._wake = asyncio.Event()
         due = time.perf_counter()
-        while True:
+        # Stop on a flag as well as on cancellation: on Python < 3.12, wait_for() can swallow a
+        # cancel that arrives together with a wake-up (set_level(None) right before the cancel).
+        while not self._stopping:
             self._wake.clear()
             await self.poll_once()
             due += self.interval_s

@@ -439,3 +439,29 @@ def test_nvml_sampler_with_a_fake_driver(monkeypatch, tmp_path):
     assert out["available"] is True and out["samples"] == len(rows) and out["errors"] == 0
     assert out["gpu_memory_used_bytes"] == {"mean": 3000.0, "max": 3000.0, "last": 3000.0, "n": len(rows)}
     assert fake.calls == ["shutdown"]                    # NVML shut down when the sampler stopped
+
+
+def test_stop_ends_run_even_when_a_wake_up_and_the_cancel_race() -> None:
+    """set_level(None) then cancel() at once: on Python 3.11 wait_for() may swallow the cancel;
+    stop() must end the loop anyway (a hang here once froze a whole sweep)."""
+    import asyncio
+
+    from bench.scrape import MetricsScraper
+
+    class NullWriter:
+        def write(self, sample: dict) -> None:
+            pass
+
+    async def main() -> bool:
+        scraper = MetricsScraper("t", "http://127.0.0.1:9/metrics", NullWriter(), interval_s=0.05)
+        task = asyncio.ensure_future(scraper.run())
+        for _ in range(5):
+            await asyncio.sleep(0.02)
+            scraper.set_level(1.0)
+        scraper.set_level(None)
+        scraper.stop()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        return bool(done)
+
+    assert asyncio.run(main())
