@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, Optional, Sequence
 
-from bench.scrape import LevelSeries, ServerMetricsWriter
+from bench.scrape import LevelSeries, ServerMetricsWriter, write_sample
 
 _INIT_LOCK = threading.Lock()
 
@@ -154,11 +154,9 @@ class NvmlSampler:
             self.last_error = error
         sample = {"t_ns": t_ns, "target": self.target, "level": level, "kind": "nvml",
                   "values": values or {}, "error": error}
-        if self.out is not None:
-            try:
-                self.out.write(sample)
-            except (OSError, ValueError, TypeError) as e:
-                self.last_error = f"write: {e}"
+        write_error = write_sample(self.out, sample)
+        if write_error:
+            self.last_error = write_error
         return sample
 
     async def run(self) -> None:

@@ -298,6 +298,17 @@ def _describe(e: BaseException, timeout: float) -> str:
     return f"{type(e).__name__}: {e}"[:300]
 
 
+def write_sample(out: Any, sample: dict) -> Optional[str]:
+    """Write one sample; a failed write is reported back (never raised): sampling must not end a run."""
+    if out is None:
+        return None
+    try:
+        out.write(sample)
+    except (OSError, ValueError, TypeError) as e:
+        return f"write: {e}"
+    return None
+
+
 class MetricsScraper:
     """Polls one target's ``/metrics`` until cancelled; see the module docstring."""
 
@@ -382,10 +393,9 @@ class MetricsScraper:
             self.errors += 1
             self.last_error = error
         self.series.add(t_ns, level, values if error is None else None)
-        try:
-            self.out.write(sample)
-        except (OSError, ValueError, TypeError) as e:
-            self.last_error = f"write: {e}"
+        write_error = write_sample(self.out, sample)
+        if write_error:
+            self.last_error = write_error
         return sample
 
     async def run(self) -> None:
