@@ -356,6 +356,37 @@ def parse_request(raw: bytes, kind: str) -> GenRequest:
     )
 
 
+# --- zero-delay bodies ------------------------------------------------------
+
+_BURST_CACHE: dict[tuple[Any, ...], bytes] = {}
+_BURST_CACHE_MAX = 512
+
+
+def burst_body(meta: Meta, plan: Plan, greq: GenRequest, tokens_per_chunk: int, role_chunk: bool) -> bytes:
+    """The whole chunked SSE body of a zero-delay response, rendered once per shape.
+
+    Rendering 256 events costs ~0.5 ms of Python; the cache makes a burst response a memcpy,
+    so the simulator outruns the client under test. Cached bodies repeat the first
+    response's ``id``/``created`` (ids are not unique in burst mode)."""
+    key = (meta.kind, meta.model, plan.n_tokens, plan.vocab_start, plan.finish_reason,
+           greq.include_usage, greq.prompt_tokens, tokens_per_chunk, role_chunk)
+    body = _BURST_CACHE.get(key)
+    if body is None:
+        parts = [http_chunk(sse_event(chat_chunk(meta, {"role": "assistant"})))] if role_chunk else []
+        bounds = event_bounds(plan.n_tokens, tokens_per_chunk)
+        for n, (start, end) in enumerate(bounds):
+            finish = plan.finish_reason if n == len(bounds) - 1 else None
+            parts.append(http_chunk(sse_event(content_chunk(meta, plan_text(plan, start, end), finish))))
+        if greq.include_usage:
+            parts.append(http_chunk(sse_event(usage_chunk(meta, greq.prompt_tokens, plan.n_tokens))))
+        parts += [http_chunk(DONE_EVENT), LAST_HTTP_CHUNK]
+        body = b"".join(parts)
+        if len(_BURST_CACHE) >= _BURST_CACHE_MAX:
+            _BURST_CACHE.clear()
+        _BURST_CACHE[key] = body
+    return body
+
+
 # --- the stateful writer -----------------------------------------------------
 
 
@@ -402,6 +433,9 @@ class Generation:
         headers = [(b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-cache"),
                    (b"Transfer-Encoding", b"chunked"), *self._id_header()]
         out = http_head(200, headers, self.req.keep_alive)
+        if self._burst_ok():
+            self._send_burst(out)
+            return
         if self.cfg.role_chunk and self.greq.kind == CHAT:  # like vLLM: role chunk at once, before any token
             out += http_chunk(sse_event(chat_chunk(self.meta, {"role": "assistant"})))
         self.conn.transport.write(out)
@@ -411,6 +445,24 @@ class Generation:
         if self.cfg.keepalive_ms > 0:
             self.sim.loop.call_later(self.cfg.keepalive_ms / 1e3, self._ping)
         self._arm_next_event()
+
+    def _burst_ok(self) -> bool:
+        """Zero-delay plan (``--ttft-ms 0 --itl-ms 0``): every token is due at once, so the whole
+        stream goes out in one write. This keeps the simulator far faster than any client
+        (throughput self-benchmarks); the bytes on the wire are the same events."""
+        plan = self.plan
+        return (plan.fault is Fault.NONE and plan.n_tokens > 0 and plan.token_offsets_ns[-1] == 0
+                and self.cfg.keepalive_ms <= 0)
+
+    def _send_burst(self, head: bytes) -> None:
+        body = burst_body(self.meta, self.plan, self.greq, self.cfg.tokens_per_chunk,
+                          self.cfg.role_chunk and self.greq.kind == CHAT)
+        self.conn.transport.write(head + body)
+        now = time.perf_counter_ns()
+        self.chunk_ns = [now] * len(self.events)
+        self.tokens_sent = self.plan.n_tokens
+        self.sim.tokens_total += self.plan.n_tokens
+        self._finish(200)
 
     def cancel(self) -> None:
         """The connection went away before the response ended."""
