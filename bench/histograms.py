@@ -8,7 +8,7 @@ relative error of at most 0.1 %). A value outside that range is *counted* in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from hdrh.histogram import HdrHistogram
 
@@ -16,6 +16,35 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+
+
+# hdrh's layout for SIGNIFICANT_DIGITS=3 and LOWEST_US=1: 2048 sub-buckets, so values below 2^11
+# are exact and each further bucket doubles the step. Checked against hdrh in the tests.
+_SUB_BUCKET_BITS = 11
+
+
+def _bit_length(values):  # noqa: ANN001, ANN202 - numpy int64 array in, int64 array out
+    import numpy as np  # noqa: PLC0415
+
+    # frexp gives the exponent exactly (no log2 rounding at 2^k - 1) for |v| < 2^53.
+    return np.frexp(values.astype(np.float64))[1].astype(np.int64)
+
+
+_CAPACITY_US: list[int] = []
+
+
+def _capacity_us(hist: HdrHistogram) -> int:
+    """The largest value hdrh really accepts: its last bucket ends above HIGHEST_US."""
+    if not _CAPACITY_US:
+        lo, hi = HIGHEST_US, HIGHEST_US * 4
+        while lo < hi:  # largest v with a valid counts index
+            mid = (lo + hi + 1) // 2
+            if hist._counts_index_for(mid) < hist.counts_len:  # noqa: SLF001
+                lo = mid
+            else:
+                hi = mid - 1
+        _CAPACITY_US.append(lo)
+    return _CAPACITY_US[0]
 
 
 def _pkey(p: float) -> str:
@@ -44,6 +73,30 @@ class LatencyHistogram:
         us = max(LOWEST_US, (value_ns + 500) // 1000)
         if value_ns < 0 or not self.hist.record_value(us):
             self.out_of_range += 1
+
+    def record_many_ns(self, values_ns: Sequence[int]) -> None:
+        """``record_ns`` for many values at once, with the same result (tested): values are
+        quantized in numpy to the lowest value of their HDR bucket, so a batch of ITL gaps costs
+        one Python call per distinct bucket instead of one per value (hdrh's record_value is
+        pure Python, ~1.4 us; a 256-token stream has 255 gaps)."""
+        if len(values_ns) == 0:
+            return
+        import numpy as np  # noqa: PLC0415 - only the sweep's accumulators need it
+
+        ns = np.asarray(values_ns, dtype=np.int64)
+        negative = int(np.count_nonzero(ns < 0))
+        us = np.maximum((ns[ns >= 0] + 500) // 1000, LOWEST_US)
+        too_big = us > _capacity_us(self.hist)
+        self.out_of_range += negative + int(np.count_nonzero(too_big))
+        us = us[~too_big]
+        # Bucket b holds values whose bit length exceeds the sub-bucket magnitude by b; its
+        # values share everything above their low b bits.
+        shift = np.maximum(_bit_length(us) - _SUB_BUCKET_BITS, 0)
+        lowest = (us >> shift) << shift
+        values, counts = np.unique(lowest, return_counts=True)
+        record = self.hist.record_value
+        for v, c in zip(values.tolist(), counts.tolist()):
+            record(v, c)
 
     @property
     def count(self) -> int:

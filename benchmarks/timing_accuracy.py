@@ -98,13 +98,7 @@ def measure(users: int, pin: bool) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 64, 256])
-    parser.add_argument("--pin", action="store_true", help="client on CPU 0, simulator on CPU 1")
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "timing_accuracy.json")
-    args = parser.parse_args()
-    rows = [measure(u, args.pin) for u in args.levels]
+def print_table(rows: list[dict]) -> None:
     head = (f"{'users':>5} {'n':>5} | {'TTFT p50':>8} {'truth':>7} | {'TTFT p99':>8} {'truth':>7} | "
             f"{'ITL p50':>7} {'truth':>6} | {'send lag p50/p99':>16} | {'recv lag p50/p99':>16}")
     print(head)
@@ -113,6 +107,16 @@ def main() -> None:
         print(f"{r['users']:>5} {r['requests']:>5} | {r['ttft_p50']:8.2f} {r['truth_ttft_p50']:7.2f} | "
               f"{r['ttft_p99']:8.2f} {r['truth_ttft_p99']:7.2f} | {r['itl_p50']:7.3f} {r['truth_itl_p50']:6.3f} | "
               f"{r['send_lag_p50']:7.2f} /{r['send_lag_p99']:7.2f} | {r['recv_lag_p50']:7.3f} /{r['recv_lag_p99']:7.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--pin", action="store_true", help="client on CPU 0, simulator on CPU 1")
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "timing_accuracy.json")
+    args = parser.parse_args()
+    rows = [measure(u, args.pin) for u in args.levels]
+    print_table(rows)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
     print(f"(ms; written to {args.json})")

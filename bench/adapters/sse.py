@@ -6,6 +6,8 @@ here, so parsing cost never leaks into the measured latencies.
 
 from __future__ import annotations
 
+_LINE_MODE_AFTER = 64 * 1024
+
 
 class SSEParser:
     """Feed raw body bytes; get back complete events as ``(event_name, data)`` pairs.
@@ -16,16 +18,56 @@ class SSEParser:
     and an event may be split across reads at any byte.
     """
 
-    __slots__ = ("_buf", "_data", "_event", "comments")
+    __slots__ = ("_pending", "_data", "_event", "comments")
 
     def __init__(self) -> None:
-        self._buf = b""
+        # Bytes after the last complete line/event, kept as a list: a long line arriving in many
+        # small reads is joined once when its newline comes, never re-copied per read.
+        self._pending: list[bytes] = []
         self._data: list[bytes] = []
         self._event = b""
         self.comments = 0
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
-        buf = self._buf + chunk if self._buf else chunk
+        if b"\n" not in chunk:
+            if chunk:
+                self._pending.append(chunk)
+            return []
+        if self._pending:
+            self._pending.append(chunk)
+            buf = b"".join(self._pending)
+        else:
+            buf = chunk
+        self._pending = []
+        if self._data or self._event or b"\r" in buf:
+            return self._feed_lines(buf)
+        # Fast path for what LLM servers send: `data: {json}` events, one line each, split on
+        # the blank line in C. Anything else (comments, multi-line data, event: fields) takes
+        # the line-by-line path for that event only. The partial tail waits for the next read.
+        pieces = buf.split(b"\n\n")
+        tail = pieces.pop()
+        n = len(pieces)
+        head = len(buf) - len(tail)  # the complete events: pieces and their separators
+        if (n and buf[:6] == b"data: " and buf.count(b"\n\ndata: ", 0, head) == n - 1
+                and buf.count(b"\n", 0, head) == 2 * n):
+            # Every piece is one `data: ` line (the counts prove it, in C): no per-piece checks.
+            events = [(b"", piece[6:]) for piece in pieces]
+        else:
+            events = []
+            for piece in pieces:
+                if piece[:6] == b"data: " and b"\n" not in piece:
+                    events.append((b"", piece[6:]))
+                else:
+                    events.extend(self._feed_lines(piece + b"\n\n"))
+        if len(tail) > _LINE_MODE_AFTER:
+            # A huge event arriving in small reads: consume its complete lines now, so the
+            # buffer does not get re-copied on every read (quadratic).
+            events.extend(self._feed_lines(tail))
+        elif tail:
+            self._pending = [tail]
+        return events
+
+    def _feed_lines(self, buf: bytes) -> list[tuple[bytes, bytes]]:
         events: list[tuple[bytes, bytes]] = []
         start = 0
         while True:
@@ -55,14 +97,17 @@ class SSEParser:
                 self._event = b"error"
                 self._data.append(value[1:] if value.startswith(b" ") else value)
             # id:, retry: and unknown fields are ignored, as the SSE spec says.
-        self._buf = buf[start:]
+        if start < len(buf):
+            self._pending = [buf[start:]]
         return events
 
     def finish(self) -> list[tuple[bytes, bytes]]:
         """End of body: a final event without its blank line is still delivered."""
         events: list[tuple[bytes, bytes]] = []
-        if self._buf:
-            events.extend(self.feed(b"\n"))
+        if self._pending:
+            buf = b"".join(self._pending)
+            self._pending = []
+            events.extend(self._feed_lines(buf + b"\n"))
         if self._data:
             events.append((self._event, b"\n".join(self._data)))
             self._data = []

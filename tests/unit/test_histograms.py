@@ -144,3 +144,33 @@ def test_decode_empty_string() -> None:
     assert h.encode() == ""
     h.record_ns(1 * MS)  # a decoded empty histogram is usable
     assert h.count == 1
+
+
+def test_batched_recording_equals_one_by_one_recording():
+    """record_many_ns quantizes in numpy; percentiles, counts, min/max, out-of-range and the
+    HDR encoding must be exactly what per-value record_ns gives, across every bucket."""
+    import random
+
+    rng = random.Random(3)
+    for _ in range(150):
+        values = [rng.choice([rng.randint(-5, 3000), rng.randint(0, 50_000_000), int(rng.expovariate(1 / 2e7)),
+                              rng.randint(0, 5 * 3_600_000_000_000), 2 ** rng.randint(0, 40) * 1000 - rng.randint(0, 1)])
+                  for _ in range(rng.randint(1, 2000))]
+        one, many = LatencyHistogram.empty(), LatencyHistogram.empty()
+        for v in values:
+            one.record_ns(v)
+        many.record_many_ns(values)
+        assert many.summary_ms() == one.summary_ms()
+
+
+def test_level_accumulator_batches_itl_and_flushes_on_summary():
+    from bench.records import RequestRecord
+    from bench.stats import LevelAccumulator
+
+    acc = LevelAccumulator("t", 1, "concurrency")
+    rec = RequestRecord(target="t", level=1, phase="measure", seq=0, item_id="i", repeat=0, request_id="r",
+                        scheduled_ns=0, sent_ns=0, first_token_ns=1_000_000, end_ns=5_000_000,
+                        chunk_ns=[1_000_000, 2_000_000, 4_000_000], output_tokens=3)
+    acc.add(rec)
+    itl = acc.summary()["metrics"]["itl_ms"]
+    assert itl["count"] == 2 and itl["min"] == 1.0 and abs(itl["max"] - 2.0) < 0.01

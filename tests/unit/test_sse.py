@@ -185,3 +185,34 @@ def test_generated_streams_parse_to_the_events_written(events, eol, terminate_la
     got, comments = parse_all(split_at(raw, cuts))
     assert got == expected
     assert comments == n_comments
+
+
+def test_fast_path_matches_the_line_parser_on_random_streams_and_splits():
+    """The split-based fast path must produce exactly what the line-by-line parser does, for any
+    mix of plain events, comments, named/multi-line events, CRLF, and any read boundaries."""
+    import random
+
+    frags = [b'data: {"a":1}\n\n', b"data: x\n\n", b": ping\n\n", b"event: error\ndata: e\n\n",
+             b"data: a\ndata: b\n\n", b"\n", b"data:y\n\n", b"id: 3\n", b"data: [DONE]\n\n",
+             b"data: q\r\n\r\n", b"retry: 5\n\n", b"data: \n\n"]
+    rng = random.Random(7)
+    for _ in range(5000):
+        data = b"".join(rng.choice(frags) for _ in range(rng.randint(1, 12)))
+        reference = SSEParser()
+        expected = reference._feed_lines(data) + reference.finish()
+        cuts = sorted(rng.sample(range(len(data) + 1), k=min(3, len(data) + 1))) + [len(data)]
+        parser, got, prev = SSEParser(), [], 0
+        for cut in cuts:
+            got += parser.feed(data[prev:cut])
+            prev = cut
+        got += parser.finish()
+        assert got == expected, (data, cuts)
+
+
+def test_a_huge_event_in_small_reads_arrives_whole():
+    parser = SSEParser()
+    line = b"data: " + b"x" * 200_000 + b"\n\n"
+    events = []
+    for i in range(0, len(line), 1000):
+        events += parser.feed(line[i:i + 1000])
+    assert events == [(b"", b"x" * 200_000)]
