@@ -19,6 +19,7 @@ import httptools
 
 from bench import __version__
 from bench.adapters.base import Adapter
+from bench.adapters.openai_common import assemble_tool_calls
 from bench.adapters.sse import SSEParser
 from bench.records import RequestRecord
 
@@ -99,6 +100,10 @@ class Exchange:
             self.parts.append(delta.content)
         if delta.reasoning:
             self.reasoning.append(delta.reasoning)
+            if rec.first_reasoning_ns is None:
+                rec.first_reasoning_ns = now
+        if delta.tool_calls:
+            _add_tool_calls(rec, delta.tool_calls, now, bool(delta.content))
         if delta.finish_reason:
             rec.finish_reason = delta.finish_reason
         if delta.usage:
@@ -136,16 +141,20 @@ class Exchange:
                     rec.chunk_ns.append(now)
                     self.parts.append(delta.content)
                     rec.first_token_logprobs = delta.logprobs
+                if delta.tool_calls:
+                    _add_tool_calls(rec, delta.tool_calls, now, bool(delta.content))
                 rec.finish_reason = delta.finish_reason
                 if delta.usage:
                     rec.prompt_tokens = _int_or_none(delta.usage.get("prompt_tokens"))
                     rec.output_tokens = _int_or_none(delta.usage.get("completion_tokens"))
                 rec.server_timings = delta.timings
-        elif not self.done_marker and rec.finish_reason is None:
+        elif not self.done_marker and rec.finish_reason is None and getattr(self.adapter, "end_marker", True):
             rec.error, rec.error_detail = "truncated", "stream ended without [DONE] or finish_reason"
         rec.output_text = "".join(self.parts)
         rec.reasoning_text = "".join(self.reasoning)
-        if rec.error is None and not rec.output_text and not rec.reasoning_text:
+        if rec.tool_calls:
+            rec.tool_calls = assemble_tool_calls(rec.tool_calls)
+        if rec.error is None and not rec.output_text and not rec.reasoning_text and not rec.tool_calls:
             rec.error, rec.error_detail = "empty", "no content tokens in a complete response"
         self._resolve()
 
@@ -169,7 +178,21 @@ class Exchange:
         rec.error, rec.error_detail = error_class, detail[:500]
         rec.output_text = "".join(self.parts)
         rec.reasoning_text = "".join(self.reasoning)
+        if rec.tool_calls:
+            rec.tool_calls = assemble_tool_calls(rec.tool_calls)
         self._resolve()
+
+
+def _add_tool_calls(rec: RequestRecord, fragments: list, now: int, counted: bool) -> None:
+    """Tool-call fragments are tokens of the answer: they stamp the first token and a chunk (once per
+    event: ``counted`` when the event's text already did). Assembled when the request ends."""
+    if rec.tool_calls is None:
+        rec.tool_calls = []
+    rec.tool_calls.extend(fragments)
+    if not counted:
+        if rec.first_token_ns is None:
+            rec.first_token_ns = now
+        rec.chunk_ns.append(now)
 
 
 def _int_or_none(v: object) -> Optional[int]:

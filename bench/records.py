@@ -58,6 +58,12 @@ class RequestRecord:
     server_timings: Optional[dict[str, Any]] = None  # e.g. llama.cpp's per-response `timings`
     # First content token's logprob and top alternatives, when the scenario asks for logprobs.
     first_token_logprobs: Optional[dict[str, Any]] = None
+    # Reasoning models: arrival of the first reasoning chunk (``reasoning_content``), which is not a
+    # token of the answer (first_token_ns stays the answer's first content chunk).
+    first_reasoning_ns: Optional[int] = None
+    # Structured tool calls of the answer (OpenAI ``tool_calls``, streamed fragments assembled):
+    # ``[{"id", "type", "function": {"name", "arguments"}}]``; None when the answer had none.
+    tool_calls: Optional[list[dict[str, Any]]] = None
 
     @property
     def ok(self) -> bool:

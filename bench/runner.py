@@ -90,7 +90,7 @@ class LevelRunner:
         body: dict[str, Any] = self.runtime.adapter.build_body(item, self.sampling, self.runtime.model)
         if repeat and self.sampling.temperature > 0 and self.sampling.seed is not None:
             # Sampled repeats need distinct seeds, or every repeat returns the same answer.
-            body["seed"] = self.sampling.seed + repeat
+            self.runtime.adapter.set_seed(body, self.sampling.seed + repeat)
         return orjson.dumps(body)
 
     async def send(self, level: float, level_index: int, seq: int, scheduled_ns: int, phase: str,

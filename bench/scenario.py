@@ -33,6 +33,7 @@ class _Strict(BaseModel):
 
 
 _URL = re.compile(r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$")
+_GRPC_URL = re.compile(r"^grpcs?://[^\s/:]+:\d{1,5}$")  # triton-grpc targets: host and port, nothing else
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
@@ -47,17 +48,30 @@ class ManagedServerSpec(_Strict):
     cold_requests: int = Field(3, ge=0, le=1000, description="first requests after ready, reported as cold")
 
 
+class TritonOptions(_Strict):
+    """Triton targets (protocols triton-generate, triton-grpc): which backend's inputs to send."""
+
+    backend: Literal["vllm", "tensorrtllm"] = Field(
+        "vllm", description="vllm: text_input + sampling_parameters; tensorrtllm: the ensemble/BLS inputs")
+    model_version: str = Field("", description="empty: the server's version policy")
+    additional_outputs: bool = Field(
+        True, description="vllm backend r24.12+: ask for finish_reason and token counts")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="extra inputs sent as they are")
+
+
 class Target(_Strict):
     name: str
     role: Literal["baseline", "candidate"]
     url: Optional[str] = None
     server: Optional[ManagedServerSpec] = None
-    protocol: Literal["openai-chat", "openai-completions"] = "openai-chat"
+    protocol: Literal["openai-chat", "openai-completions", "tgi-generate", "triton-generate",
+                      "triton-grpc"] = "openai-chat"
     model: Optional[str] = Field(None, description="model name sent in each request (managed: the server's model)")
     api_key_env: Optional[str] = Field(None, description="environment variable holding the API key")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(120.0, gt=0, le=86_400)
     metrics_url: Optional[str] = None
+    triton: Optional[TritonOptions] = None
     # What the scenario author knows about the model (compression facts for the manifest).
     facts: dict[str, Any] = Field(default_factory=dict)
 
@@ -66,6 +80,8 @@ class Target(_Strict):
     @field_validator("url", "metrics_url")
     @classmethod
     def _url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and _GRPC_URL.fullmatch(v):
+            return v  # allowed for triton-grpc only (checked below)
         if v is not None and not _URL.fullmatch(v):
             raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8080, got {v!r}")
         return v.rstrip("/") if v else v
@@ -74,6 +90,17 @@ class Target(_Strict):
     def _url_or_server(self) -> "Target":
         if (self.url is None) == (self.server is None):
             raise ValueError("give exactly one of 'url' (an existing endpoint) or 'server' (launched by benchbox)")
+        grpc = self.url is not None and self.url.startswith("grpc")
+        if self.protocol == "triton-grpc" and self.server is not None:
+            raise ValueError("protocol triton-grpc needs url: grpc://host:port (managed Triton targets "
+                             "use protocol triton-generate)")
+        if grpc != (self.protocol == "triton-grpc"):
+            raise ValueError("protocol triton-grpc takes url: grpc://host:port (grpcs:// for TLS), "
+                             "and grpc:// URLs need protocol triton-grpc")
+        if self.metrics_url is not None and self.metrics_url.startswith("grpc"):
+            raise ValueError("metrics_url: expected an http(s) URL such as http://127.0.0.1:8002/metrics")
+        if self.triton is not None and not self.protocol.startswith("triton"):
+            raise ValueError("'triton' options apply to protocols triton-generate and triton-grpc only")
         if self.model is None:
             if self.server is None:
                 raise ValueError("'model' is required for a target given by url (the name sent in each request)")

@@ -33,6 +33,7 @@ class LevelAccumulator:
     level: float
     pattern: str
     ttft: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
+    ttft_reasoning: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     itl: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     tpot: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     e2e: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
@@ -91,6 +92,8 @@ class LevelAccumulator:
         self.output_tokens += out_tokens
         self.prompt_tokens += r.prompt_tokens or 0
         self.e2e.record_ns(r.end_ns - r.sent_ns)
+        if r.first_reasoning_ns is not None:
+            self.ttft_reasoning.record_ns(r.first_reasoning_ns - r.sent_ns)
         if r.first_token_ns is not None:
             self.ttft.record_ns(r.first_token_ns - r.sent_ns)
             if out_tokens > 1:
@@ -132,6 +135,8 @@ class LevelAccumulator:
             "tpot_ms": self.tpot.summary_ms(),
             "e2e_ms": self.e2e.summary_ms(),
         }
+        if self.ttft_reasoning.count:  # reasoning models: first reasoning chunk - sent (TTFT is the answer's)
+            metrics["ttft_reasoning_ms"] = self.ttft_reasoning.summary_ms()
         if self.pattern == "rate":
             metrics["ttft_from_scheduled_ms"] = self.ttft_sched.summary_ms()
             metrics["e2e_from_scheduled_ms"] = self.e2e_sched.summary_ms()

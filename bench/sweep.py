@@ -13,13 +13,15 @@ from typing import Any, Callable, Optional
 from bench.adapters import get_adapter
 from bench.client import Endpoint
 from bench.dataset import Dataset
-from bench.manifest import build_manifest, fetch_models
+from bench.grpc_endpoint import GrpcEndpoint
+from bench.manifest import build_manifest
 from bench.observe import Observers
 from bench.patterns import LevelWindow, MonotonicClock, pattern_for
 from bench.records import RecordWriter, RequestRecord
 from bench.results import build_result, write_json_atomic
 from bench.runner import LevelRunner, LiveStats, TargetRuntime, cancel_and_wait
 from bench.scenario import LoadedScenario, ScenarioError, Target
+from bench.server_info import describe_server
 from bench.stats import LevelAccumulator, cold_summary
 
 REPO_SERVERS = Path(__file__).resolve().parent.parent / "servers"
@@ -157,14 +159,17 @@ class Sweep:
             entry["server"] = {"launch_to_ready_s": server.launch_to_ready_s}
         headers = auth_headers(target)
         endpoint = Endpoint(base_url, headers)
+        if target.protocol == "triton-grpc":  # same seam, Triton's gRPC streaming inference
+            endpoint = GrpcEndpoint(base_url, headers, endpoint.max_response_bytes)
         try:
-            models = await asyncio.get_running_loop().run_in_executor(None, fetch_models, base_url, headers, 10.0)
-            st.manifest["targets"][target.name]["reported_models"] = models
+            reported = await asyncio.get_running_loop().run_in_executor(
+                None, describe_server, target, base_url, headers, 10.0)
+            st.manifest["targets"][target.name].update(reported)  # reported_models | _triton | _tgi
             st.manifest["targets"][target.name]["base_url"] = base_url
             if server is not None:
                 st.manifest["targets"][target.name]["server"] = server.describe()
             write_json_atomic(st.run_dir / "manifest.json", st.manifest)
-            runtime = TargetRuntime(target.name, target.model, endpoint, get_adapter(target.protocol), target.timeout_s)
+            runtime = TargetRuntime(target.name, target.model, endpoint, get_adapter(target.protocol, target), target.timeout_s)
             sink = _Accumulate(st)
             live = LiveStats()
             runner = LevelRunner(runtime, self.dataset, self.sc.sampling,

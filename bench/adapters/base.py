@@ -21,11 +21,18 @@ class Delta:
     timings: Optional[dict[str, Any]] = None  # server-side timings when the server reports them (llama.cpp)
     malformed: bool = False                 # not valid JSON / not the expected shape
     logprobs: Optional[dict[str, Any]] = None  # first token of this event: {token, logprob, top}
+    # OpenAI ``tool_calls`` fragments as sent (streamed: pieces keyed by ``index``, arguments split
+    # across events; whole body: complete calls). Assembled per request by ``assemble_tool_calls``.
+    tool_calls: Optional[list[dict[str, Any]]] = None
 
 
 class Adapter(Protocol):
     name: str
     path: str  # request path appended to the target's base URL, e.g. "/v1/chat/completions"
+    # True: a clean end of the body without ``[DONE]`` or a finish reason is ``truncated`` (OpenAI,
+    # TGI). False: the end of the body is the end of the answer (Triton's generate_stream ends its
+    # SSE body after the final response and has no end marker).
+    end_marker: bool
 
     def build_body(self, item: Item, sampling: Sampling, model: str, stream: bool = True) -> dict[str, Any]:
         """The JSON request body for one item."""
@@ -35,3 +42,6 @@ class Adapter(Protocol):
 
     def parse_body(self, body: bytes) -> Delta:
         """A complete non-streamed response body."""
+
+    def set_seed(self, body: dict[str, Any], seed: int) -> None:
+        """Put another sampling seed into a body from ``build_body`` (sampled repeats)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench.adapters.base import Delta
-from bench.adapters.openai_common import chat_logprobs, finish_field, open_event, sampling_fields, text_field
+from bench.adapters.openai_common import (
+    chat_logprobs, finish_field, open_event, sampling_fields, set_openai_seed, text_field, tool_call_fragments,
+)
 from bench.dataset import Item
 from bench.scenario import Sampling
 
@@ -13,6 +15,8 @@ from bench.scenario import Sampling
 class OpenAIChatAdapter:
     name = "openai-chat"
     path = "/v1/chat/completions"
+    end_marker = True
+    set_seed = staticmethod(set_openai_seed)
 
     def build_body(self, item: Item, sampling: Sampling, model: str, stream: bool = True) -> dict[str, Any]:
         messages = item.messages if item.messages is not None else [{"role": "user", "content": item.prompt}]
@@ -37,6 +41,9 @@ class OpenAIChatAdapter:
         delta.content = text_field(part.get("content"), delta)
         # vLLM/SGLang send `reasoning_content`; some servers `reasoning`. Kept apart from the answer.
         delta.reasoning = text_field(part.get("reasoning_content") or part.get("reasoning"), delta)
+        # Tool calls stream as fragments (name first, then pieces of the arguments string): they are
+        # tokens of the answer, kept apart from the text and assembled per request by the client.
+        delta.tool_calls = tool_call_fragments(part, delta)
         delta.finish_reason = finish_field(choice, delta)
         delta.logprobs = chat_logprobs(choice)
         return delta

@@ -131,3 +131,53 @@ def open_event(data: bytes) -> tuple[Delta, Optional[dict[str, Any]]]:
         return delta, None
     common_fields(obj, delta)
     return delta, first_choice(obj, delta)
+
+
+def tool_call_fragments(part: dict[str, Any], delta: Delta) -> Optional[list[dict[str, Any]]]:
+    """``tool_calls`` of a chat delta or message (the legacy ``function_call`` as call 0);
+    None when absent, flagged malformed when not a list of objects."""
+    calls = part.get("tool_calls")
+    if calls is None or calls == []:
+        legacy = part.get("function_call")
+        return [{"index": 0, "type": "function", "function": legacy}] if isinstance(legacy, dict) else None
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        delta.malformed = True
+        return None
+    return calls
+
+
+def assemble_tool_calls(fragments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Streamed tool-call fragments -> complete calls in the OpenAI shape
+    ``{"id", "type", "function": {"name", "arguments"}}``, in order of first appearance.
+
+    Fragments of one call share an ``index``: the first usually carries ``id``, ``type`` and the
+    name, the following ones pieces of the JSON ``arguments`` string, concatenated here. A fragment
+    without an index (a whole non-streamed call) is a call of its own. A name repeated in later
+    fragments (some servers resend it) is kept once; arguments sent as an object are serialised.
+    """
+    calls: dict[Any, dict[str, Any]] = {}
+    for position, frag in enumerate(fragments):
+        index = frag.get("index")
+        key = index if isinstance(index, int) and not isinstance(index, bool) else ("whole", position)
+        call = calls.get(key)
+        if call is None:
+            call = calls[key] = {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+        if isinstance(frag.get("id"), str) and frag["id"]:
+            call["id"] = frag["id"]
+        if isinstance(frag.get("type"), str) and frag["type"]:
+            call["type"] = frag["type"]
+        fn = frag.get("function")
+        if not isinstance(fn, dict):
+            continue
+        name, args, out = fn.get("name"), fn.get("arguments"), call["function"]
+        if isinstance(name, str) and name and name != out["name"]:
+            out["name"] += name
+        if isinstance(args, str):
+            out["arguments"] += args
+        elif isinstance(args, dict):
+            out["arguments"] = orjson.dumps(args).decode()
+    return list(calls.values())
+
+
+def set_openai_seed(body: dict[str, Any], seed: int) -> None:
+    body["seed"] = seed

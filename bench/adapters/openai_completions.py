@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.adapters.base import Delta
 from bench.adapters.openai_common import (
-    completions_logprobs, finish_field, open_event, sampling_fields, text_field,
+    completions_logprobs, finish_field, open_event, sampling_fields, set_openai_seed, text_field,
 )
 from bench.dataset import Item
 from bench.scenario import Sampling
@@ -20,6 +20,8 @@ def _flatten(messages: list[dict[str, Any]]) -> str:
 class OpenAICompletionsAdapter:
     name = "openai-completions"
     path = "/v1/completions"
+    end_marker = True
+    set_seed = staticmethod(set_openai_seed)
 
     def build_body(self, item: Item, sampling: Sampling, model: str, stream: bool = True) -> dict[str, Any]:
         prompt = item.prompt if item.prompt is not None else _flatten(item.messages or [])

@@ -31,14 +31,15 @@ def events_of(name: str) -> list[bytes]:
 
 
 def test_registry_names_and_paths() -> None:
-    assert set(ADAPTERS) == {"openai-chat", "openai-completions"}
+    assert set(ADAPTERS) == {"openai-chat", "openai-completions", "tgi-generate", "triton-generate", "triton-grpc"}
     assert isinstance(get_adapter("openai-chat"), OpenAIChatAdapter)
     assert get_adapter("openai-chat").path == "/v1/chat/completions"
     assert get_adapter("openai-completions").path == "/v1/completions"
 
 
 def test_unknown_adapter_lists_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown protocol 'grpc'; known: openai-chat, openai-completions"):
+    known = "openai-chat, openai-completions, tgi-generate, triton-generate, triton-grpc"
+    with pytest.raises(ValueError, match=f"unknown protocol 'grpc'; known: {known}"):
         get_adapter("grpc")
 
 
