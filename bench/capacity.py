@@ -157,6 +157,8 @@ def goodput(records: Iterable[RequestRecord], slo: Slo, level: float, *, target:
     for r in records:
         if r.level != level or r.phase != "measure" or (target is not None and r.target != target):
             continue
+        if r.retried:  # replaced by a later attempt of the same request
+            continue
         seen_targets.add(r.target)
         measured += 1
         origin = r.scheduled_ns if pattern == "rate" else r.sent_ns

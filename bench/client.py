@@ -10,7 +10,10 @@ a time (no pipelining), like every OpenAI client.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
+import time
+from email.utils import parsedate_to_datetime
 from time import perf_counter_ns
 from typing import Optional
 from urllib.parse import urlsplit
@@ -24,6 +27,14 @@ from bench.adapters.sse import SSEParser
 from bench.records import RequestRecord
 
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+def response_byte_cap(max_tokens: int) -> int:
+    """Default cap on the bytes read for one response that may hold ``max_tokens`` tokens:
+    32 KiB a token (a streamed chunk with top-20 logprobs is ~3 KiB), at least 4 MiB. A server
+    that sends more is broken (``broken_stream``), and benchbox stops reading it."""
+    return max(4 * 1024 * 1024, 32 * 1024 * max_tokens)
+_ERROR_BODY_KEEP = 2048
 _ERROR_BODY_KEEP = 2048
 
 
@@ -129,7 +140,8 @@ class Exchange:
         rec.end_ns = now
         status = rec.status or 0
         if not 200 <= status < 300:
-            rec.error = "http_5xx" if status >= 500 else "http_4xx"
+            # 429 is its own class: load shedding says "capacity", not "the request was wrong".
+            rec.error = "http_5xx" if status >= 500 else "http_429" if status == 429 else "http_4xx"
             rec.error_detail = _error_detail(self.error_body, status, self.retry_after)
         elif not self.is_sse:
             delta = self.adapter.parse_body(b"".join(self.raw_body))
@@ -204,6 +216,29 @@ def _error_detail(body: bytes, status: int, retry_after: Optional[str]) -> str:
     detail = f"HTTP {status}: {text[:300]}" if text else f"HTTP {status}"
     return detail + (f" (Retry-After: {retry_after})" if retry_after else "")
 
+
+_RETRY_AFTER = re.compile(r" \(Retry-After: ([^)]*)\)$")
+
+
+def retry_after_s(record: RequestRecord, now_unix: Optional[float] = None) -> Optional[float]:
+    """The server's ``Retry-After`` of a failed response, in seconds (>= 0), from the
+    ``error_detail`` that :func:`_error_detail` wrote; None when absent or unreadable.
+    Both forms are read: delay-seconds and an HTTP-date (relative to ``now_unix``)."""
+    match = _RETRY_AFTER.search(record.error_detail or "")
+    if match is None:
+        return None
+    value = match[1].strip()
+    try:
+        return max(0.0, float(value))  # delay-seconds (some servers send a fraction)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now_unix is None else now_unix))
 
 class HttpConnection(asyncio.Protocol):
     """One keep-alive connection. Used by at most one Exchange at a time."""
@@ -407,7 +442,8 @@ class Endpoint:
         finally:
             timer.cancel()
             if conn is not None:
-                clean = record.error is None or (record.error in ("http_4xx", "http_5xx", "empty", "truncated")
+                clean = record.error is None or (record.error in ("http_4xx", "http_429", "http_5xx", "empty",
+                                                                  "truncated")
                                                  and exchange.message_complete)
                 self._release(conn, clean and exchange.message_complete)
 

@@ -35,7 +35,8 @@ from bench.significance import (
 
 ALL = "all"
 TRANSPORT_OUTCOMES = {
-    "connect": "http_error", "http_4xx": "http_error", "http_5xx": "http_error", "timeout": "timeout",
+    "connect": "http_error", "http_4xx": "http_error", "http_429": "http_error", "http_5xx": "http_error",
+    "timeout": "timeout",
     "broken_stream": "broken_stream", "truncated": "truncated", "empty": "empty", "cancelled": "cancelled",
 }
 
@@ -94,7 +95,8 @@ class QualityPass:
         single = [s for s in self.scorers if not hasattr(s, "score_many")]
         out = []
         try:
-            todo = [r for r in records if r.phase == "measure" and r.error != "cancelled" and r.item_id in self.items]
+            todo = [r for r in records if r.phase == "measure" and r.error != "cancelled" and not r.retried
+                    and r.item_id in self.items]
             batch_scores: list[dict[str, Any]] = [{} for _ in todo]
             inputs = [ScoreInput(item=self.items[r.item_id], text=r.output_text, finish_reason=r.finish_reason)
                       for r in todo]

@@ -19,6 +19,7 @@ ERROR_CLASSES = (
     "connect",        # could not open a connection
     "timeout",        # no complete response within the target's timeout_s
     "http_4xx",
+    "http_429",       # rate limited (Retry-After, when sent, is kept in error_detail)
     "http_5xx",
     "broken_stream",  # connection lost mid-response, malformed SSE/JSON, or an error object in the stream
     "truncated",      # the stream ended cleanly but without [DONE] / finish_reason
@@ -64,6 +65,11 @@ class RequestRecord:
     # Structured tool calls of the answer (OpenAI ``tool_calls``, streamed fragments assembled):
     # ``[{"id", "type", "function": {"name", "arguments"}}]``; None when the answer had none.
     tool_calls: Optional[list[dict[str, Any]]] = None
+    # With a retry policy (load.retries): 1-based attempt of this request (same seq and item), and
+    # whether a later attempt replaced this one. Replaced attempts are kept but are not the answer:
+    # statistics, quality and gates count them apart, never in latencies or the error rate.
+    attempt: int = 1
+    retried: bool = False
 
     @property
     def ok(self) -> bool:

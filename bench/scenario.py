@@ -16,6 +16,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench.records import ERROR_CLASSES
+
 
 def _check_name(v: str) -> str:
     """Names end up in file names, metric labels and reports: a safe, short alphabet only."""
@@ -70,6 +72,9 @@ class Target(_Strict):
     api_key_env: Optional[str] = Field(None, description="environment variable holding the API key")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(120.0, gt=0, le=86_400)
+    max_response_bytes: Optional[int] = Field(
+        None, ge=1024, le=1 << 36,
+        description="cap on the bytes read for one response (default: derived from max_tokens)")
     metrics_url: Optional[str] = None
     triton: Optional[TritonOptions] = None
     # What the scenario author knows about the model (compression facts for the manifest).
@@ -129,6 +134,31 @@ class Warmup(_Strict):
     requests: int = Field(0, ge=0, le=10_000_000)
 
 
+class Retries(_Strict):
+    """Opt-in retries (default: none, a 429 is a counted failure). Every attempt is its own record;
+    an attempt that a retry replaced is marked ``retried`` and kept out of the latencies, the error
+    rate and quality, so a retry never hides in the numbers."""
+
+    max: int = Field(2, ge=1, le=10, description="retries after the first attempt")
+    on: list[Union[int, str]] = Field(
+        default_factory=lambda: [429, 503], min_length=1,
+        description="HTTP statuses (e.g. 429, 503) and/or error classes (e.g. connect) that are retried")
+    respect_retry_after: bool = Field(True, description="wait what the server's Retry-After says")
+    max_wait_s: float = Field(10.0, ge=0, le=600, description="cap on any one wait")
+    backoff_s: float = Field(0.5, ge=0, le=600, description="without Retry-After: wait backoff_s * 2^(n-1)")
+
+    @field_validator("on")
+    @classmethod
+    def _known(cls, v: list[Union[int, str]]) -> list[Union[int, str]]:
+        classes = [c for c in ERROR_CLASSES if c != "cancelled"]
+        for x in v:
+            if isinstance(x, int) and not 400 <= x <= 599:
+                raise ValueError(f"HTTP statuses to retry are 400-599, got {x}")
+            if isinstance(x, str) and x not in classes:
+                raise ValueError(f"unknown error class {x!r}; valid: {', '.join(classes)}")
+        return v
+
+
 class Load(_Strict):
     pattern: Literal["concurrency", "rate"] = "concurrency"
     levels: list[float] = Field(min_length=1)
@@ -139,6 +169,7 @@ class Load(_Strict):
     requests: Optional[int] = Field(None, ge=1, le=100_000_000)
     cooldown_s: float = Field(0.0, ge=0, le=3_600)
     stop_error_rate: Optional[float] = Field(None, gt=0, le=1)
+    retries: Optional[Retries] = Field(None, description="retry failed requests; default never")
     seed: int = 0
 
     @field_validator("warmup", mode="before")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ctypes
+import dataclasses
 import heapq
 import itertools
 import os
@@ -37,9 +38,11 @@ import click
 import httptools
 import orjson
 
+from bench.sim_chaos import CHAOS_MODES, check_chaos, parse_chaos
+from bench.sim_protocols import protocol_route
 from bench.sim_stream import (
-    CHAT, COMPLETION, JSON_TYPE, Generation, HttpRequest, RequestError, error_body, http_head, metrics_text,
-    parse_request, plan_request,
+    CHAT, COMPLETION, JSON_TYPE, Fault, Generation, HttpRequest, RequestError, error_body, http_head,
+    metrics_text, parse_request, plan_request,
 )
 
 LISTEN_PREFIX = "benchbox-sim listening on "
@@ -52,6 +55,14 @@ class SimConfig:
     ``port=0`` binds a free port. ``jitter_ms`` is uniform ± on each gap (TTFT and
     every ITL); ``output_tokens_jitter`` is uniform ± on the length. Both are drawn
     from a per-request RNG seeded by ``(seed, request index)``.
+
+    Chaos (:mod:`bench.sim_chaos`): ``chaos`` is ``((mode, share), ...)`` drawn from
+    the same per-request RNG; ``trickle_ms`` is the gap between bytes of a trickled
+    response, ``retry_after_s`` the ``Retry-After`` of an ``http_429``,
+    ``oversize_bytes`` the content an ``oversize`` response floods. When
+    ``outage_at`` is set, the generation request with that index (0-based) makes the
+    server drop every connection and stop listening for ``outage_s`` seconds, then
+    listen again on the same port.
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +78,12 @@ class SimConfig:
     keepalive_ms: float = 0.0
     error_rate: float = 0.0
     abort_rate: float = 0.0
+    chaos: tuple[tuple[str, float], ...] = ()
+    trickle_ms: float = 2.0
+    retry_after_s: float = 1.0
+    oversize_bytes: int = 64 * 1024 * 1024
+    outage_at: int | None = None
+    outage_s: float = 2.0
     seed: int = 0
     truth_log: Path | None = None
 
@@ -75,7 +92,8 @@ class SimConfig:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if not self.model:
             raise ValueError("model must be non-empty")
-        for name in ("ttft_ms", "itl_ms", "jitter_ms", "keepalive_ms", "output_tokens_jitter"):
+        for name in ("ttft_ms", "itl_ms", "jitter_ms", "keepalive_ms", "output_tokens_jitter", "trickle_ms",
+                     "retry_after_s", "outage_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.output_tokens < 1:
@@ -85,6 +103,11 @@ class SimConfig:
         for name in ("error_rate", "abort_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        check_chaos(self.chaos)
+        if self.oversize_bytes < 1:
+            raise ValueError(f"oversize_bytes must be >= 1, got {self.oversize_bytes}")
+        if self.outage_at is not None and self.outage_at < 0:
+            raise ValueError(f"outage_at must be >= 0, got {self.outage_at}")
 
 
 _CLOCK_MONOTONIC = 1
@@ -200,6 +223,31 @@ class SimState:
     tokens_total: int = 0
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
     conns: set[SimConnection] = field(default_factory=set)
+    server: asyncio.AbstractServer | None = None  # None while an outage lasts
+    comeback: asyncio.TimerHandle | None = None  # ends the outage
+    listening: asyncio.Task[None] | None = None  # the comeback's create_server, while it runs
+
+    def begin_outage(self) -> None:
+        """The server "dies": stop listening (connects are refused), drop every connection
+        (in-flight streams end with RST), and listen again ``outage_s`` later, same port."""
+        self.faults[Fault.OUTAGE.value] += 1
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for conn in list(self.conns):
+            conn.transport.abort()
+        self.comeback = self.loop.call_later(self.config.outage_s, self._comeback)
+
+    def _comeback(self) -> None:
+        self.listening = self.loop.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        try:
+            self.server = await self.loop.create_server(lambda: SimConnection(self), self.config.host,
+                                                        self.config.port, reuse_address=True)
+            self.comeback = None
+        except OSError:  # the port is briefly taken: try again shortly
+            self.comeback = self.loop.call_later(0.1, self._comeback)
 
     def next_index(self) -> int:
         """Arrival index of a generation request; seeds its RNG."""
@@ -321,7 +369,7 @@ class SimConnection(asyncio.Protocol):
     def _dispatch(self, req: HttpRequest, start_ns: int | None = None) -> None:
         self.busy = True
         self.start_ns = req.received_ns if start_ns is None else start_ns
-        route = _ROUTES.get(req.path)
+        route = _ROUTES.get(req.path) or protocol_route(req.path)  # Triton / TGI routes: bench.sim_protocols
         if req.upgrade and req.method == b"POST":  # llhttp gave the body to the upgraded protocol
             self._simple(req, 400, error_body("HTTP Upgrade (e.g. h2c) is not supported: use plain HTTP/1.1"))
         elif route is None:
@@ -345,6 +393,13 @@ class SimConnection(asyncio.Protocol):
     def _generate(self, req: HttpRequest, kind: str) -> None:
         index = self.sim.next_index()
         request_id = req.headers.get(b"x-request-id", b"").decode("latin-1") or f"sim-{index}"
+        if index == self.sim.config.outage_at:
+            self.sim.record({"request_id": request_id, "path": req.path.decode("latin-1"), "stream": None,
+                             "received_ns": req.received_ns, "start_ns": self.start_ns, "chunk_ns": [],
+                             "tokens": 0, "status": 0, "fault": Fault.OUTAGE.value, "prompt_tokens": 0,
+                             "end_ns": time.perf_counter_ns()})
+            self.sim.begin_outage()
+            return
         try:
             greq = parse_request(req.body, kind)
         except RequestError as exc:
@@ -371,8 +426,8 @@ _ROUTES: dict[bytes, tuple[bytes, Callable[[SimConnection, HttpRequest], None]]]
 class SimServer:
     """A running simulator (see :func:`start_sim`)."""
 
-    def __init__(self, server: asyncio.AbstractServer, sim: SimState, host: str, port: int) -> None:
-        self._server, self._sim, self.host, self.port = server, sim, host, port
+    def __init__(self, sim: SimState, host: str, port: int) -> None:
+        self._sim, self.host, self.port = sim, host, port
 
     @property
     def url(self) -> str:
@@ -382,14 +437,23 @@ class SimServer:
 
     async def close(self) -> None:
         """Stop listening, drop open connections (in-flight requests log status 499), close the truth log."""
-        self._server.close()
+        sim = self._sim
+        if sim.comeback is not None:
+            sim.comeback.cancel()
+            sim.comeback = None
+        if sim.listening is not None and not sim.listening.done():
+            sim.listening.cancel()
+        server = sim.server
+        if server is not None:
+            server.close()
         for conn in list(self._sim.conns):
             conn.transport.abort()
         for _ in range(200):  # abort() defers connection_lost to the loop; let it run
             if not self._sim.conns:
                 break
             await asyncio.sleep(0.001)
-        await self._server.wait_closed()
+        if server is not None:
+            await server.wait_closed()
         self._sim.deadlines.close()
         if self._sim.truth is not None:
             self._sim.truth.close()
@@ -410,7 +474,10 @@ async def start_sim(config: SimConfig) -> SimServer:
             truth.close()
         raise
     port = server.sockets[0].getsockname()[1]
-    return SimServer(server, sim, config.host, port)
+    sim.server = server
+    if config.port == 0:  # an outage must come back on the same port
+        sim.config = dataclasses.replace(config, port=port)
+    return SimServer(sim, config.host, port)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -458,13 +525,27 @@ def run_sim(config: SimConfig) -> None:
 @click.option("--keepalive-ms", type=float, default=0.0, show_default=True, help="': ping' period; 0 = off.")
 @click.option("--error-rate", type=float, default=0.0, show_default=True, help="Share answered HTTP 500.")
 @click.option("--abort-rate", type=float, default=0.0, show_default=True, help="Share cut off mid-stream.")
+@click.option("--chaos", default="", metavar="MODE=SHARE,...",
+              help="Shares of requests that misbehave, e.g. reset=0.1,stall=0.05. Modes: "
+                   f"{', '.join(CHAOS_MODES)} (see bench/sim_chaos.py).")
+@click.option("--trickle-ms", type=float, default=2.0, show_default=True,
+              help="chaos trickle: gap between the bytes of a trickled response.")
+@click.option("--retry-after-s", type=float, default=1.0, show_default=True,
+              help="chaos http_429: the Retry-After header's value.")
+@click.option("--oversize-bytes", type=int, default=64 * 1024 * 1024, show_default=True,
+              help="chaos oversize: content flooded after half the tokens.")
+@click.option("--outage-at", type=int, default=None,
+              help="Generation request (0-based index) at which the server drops every connection and stops "
+                   "listening...")
+@click.option("--outage-s", type=float, default=2.0, show_default=True,
+              help="...for this long, then listens again on the same port.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--truth-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Append one JSON line of timing truth per finished request.")
 def sim_command(**options: Any) -> None:
     """Run a deterministic OpenAI-compatible streaming simulator with known timing truth."""
     try:
-        config = SimConfig(**options)
+        config = SimConfig(**{**options, "chaos": parse_chaos(options["chaos"])})
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:

@@ -47,7 +47,7 @@ LAST_HTTP_CHUNK = b"0\r\n\r\n"
 JSON_TYPE = b"application/json"
 CLIENT_GONE = 499  # truth-log status when the client disconnected mid-response (nginx's code)
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-            500: b"Internal Server Error"}
+            429: b"Too Many Requests", 500: b"Internal Server Error"}
 _NS_PER_MS = 1_000_000
 
 
@@ -56,11 +56,30 @@ class Fault(str, enum.Enum):
 
     To add a mode: add a member, decide it in :func:`choose_fault` (and any
     parameters in :func:`plan_request`), then act on it in :class:`Generation`.
+    The chaos modes (``--chaos``) are described and written in :mod:`bench.sim_chaos`.
     """
 
     NONE = "none"
     HTTP_500 = "http_500"  # immediate 500 with an OpenAI error body
     ABORT = "abort"  # connection closed after half the tokens, no [DONE]
+    HTTP_429 = "http_429"  # immediate 429 with Retry-After
+    HTTP_429_BARE = "http_429_bare"  # immediate 429 without Retry-After
+    RESET = "reset"  # RST after half the tokens
+    STALL = "stall"  # no more bytes after half the tokens
+    TRICKLE = "trickle"  # the whole response one byte at a time
+    MALFORMED_JSON = "malformed_json"  # a non-JSON event after half the tokens
+    ERROR_EVENT = "error_event"  # an OpenAI error object in the stream after half the tokens
+    OVERSIZE = "oversize"  # a flood of content after half the tokens, whatever max_tokens said
+    BAD_UTF8 = "bad_utf8"  # a content event with non-UTF-8 bytes after half the tokens
+    CLOSE = "close"  # a normal response, then the kept-alive connection is closed
+    OUTAGE = "outage"  # server-wide (not drawn per request): stops listening for a while
+
+
+# Answered at once, before any token is due (HTTP 500 here, the rest in bench.sim_chaos).
+IMMEDIATE_FAULTS = frozenset({Fault.HTTP_500, Fault.HTTP_429, Fault.HTTP_429_BARE, Fault.TRICKLE})
+# Act once ``Plan.abort_after_tokens`` (half the tokens) were sent (ABORT here, the rest in bench.sim_chaos).
+MID_STREAM_FAULTS = frozenset({Fault.ABORT, Fault.RESET, Fault.STALL, Fault.MALFORMED_JSON,
+                               Fault.ERROR_EVENT, Fault.OVERSIZE, Fault.BAD_UTF8})
 
 
 class RequestError(ValueError):
@@ -97,7 +116,8 @@ class Plan:
     """Everything decided for one request before any byte is sent.
 
     ``token_offsets_ns[i]`` is when token ``i`` is due, in ns after generation starts.
-    ``abort_after_tokens`` is set only for :attr:`Fault.ABORT`.
+    ``abort_after_tokens`` is set only for mid-stream faults (:data:`MID_STREAM_FAULTS`):
+    the tokens sent before the fault acts.
     """
 
     index: int
@@ -129,13 +149,19 @@ def make_rng(seed: int, index: int) -> random.Random:
 
 
 def choose_fault(rng: random.Random, cfg: SimConfig) -> Fault:
-    """Draw the fault for a request. Always consumes two draws so that enabling
-    one mode never shifts the lengths/timings drawn for other requests."""
-    err, abort = rng.random(), rng.random()
+    """Draw the fault for a request. Always consumes three draws (error rate, abort
+    rate, chaos modes) so that enabling one mode never shifts the lengths/timings
+    drawn for other requests."""
+    err, abort, chaos = rng.random(), rng.random(), rng.random()
     if err < cfg.error_rate:
         return Fault.HTTP_500
     if abort < cfg.abort_rate:
         return Fault.ABORT
+    edge = 0.0
+    for name, share in cfg.chaos:  # cumulative share intervals, in the order given
+        edge += share
+        if chaos < edge:
+            return Fault(name)
     return Fault.NONE
 
 
@@ -174,7 +200,7 @@ def plan_request(cfg: SimConfig, index: int, max_tokens: int | None) -> Plan:
         offsets = tuple(range(ttft_ns, ttft_ns + n_tokens * itl_ns, itl_ns))
     else:
         offsets = (ttft_ns,) * n_tokens
-    abort_after = n_tokens // 2 if fault is Fault.ABORT else None
+    abort_after = n_tokens // 2 if fault in MID_STREAM_FAULTS else None
     return Plan(index, fault, n_tokens, finish, vocab_start, offsets, abort_after)
 
 
@@ -425,6 +451,11 @@ class Generation:
             self.conn.write_simple(500, body, JSON_TYPE, self.req.keep_alive, self._id_header())
             self._finish(500)
             return
+        if self.plan.fault in IMMEDIATE_FAULTS:  # 429s and trickle
+            from bench.sim_chaos import respond_now
+
+            respond_now(self)
+            return
         if not self.greq.stream:
             plan = self.plan
             last = plan.n_tokens if plan.abort_after_tokens is None else plan.abort_after_tokens
@@ -532,6 +563,12 @@ class Generation:
         self._finish(200)
 
     def _abort(self) -> None:
+        """The plan's mid-stream fault point (``abort_after_tokens`` were sent)."""
+        if self.plan.fault is not Fault.ABORT:  # the chaos modes
+            from bench.sim_chaos import at_fault_point
+
+            at_fault_point(self)
+            return
         # close() flushes what was already written, then FINs: the client sees a
         # truncated chunked body with no [DONE].
         self.conn.closing = True
@@ -548,5 +585,5 @@ class Generation:
             "fault": self.plan.fault.value, "prompt_tokens": self.greq.prompt_tokens,
             "end_ns": time.perf_counter_ns(),
         })
-        if status != CLIENT_GONE:
-            self.conn.response_done(self.req.keep_alive)
+        if status != CLIENT_GONE:  # Fault.CLOSE: announced keep-alive, closes anyway
+            self.conn.response_done(self.req.keep_alive and self.plan.fault is not Fault.CLOSE)

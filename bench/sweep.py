@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from bench.adapters import get_adapter
-from bench.client import Endpoint
+from bench.client import Endpoint, response_byte_cap
 from bench.dataset import Dataset
 from bench.grpc_endpoint import GrpcEndpoint
 from bench.manifest import build_manifest
@@ -158,7 +158,9 @@ class Sweep:
             base_url = server.base_url
             entry["server"] = {"launch_to_ready_s": server.launch_to_ready_s}
         headers = auth_headers(target)
-        endpoint = Endpoint(base_url, headers)
+        most_tokens = max([self.sc.sampling.max_tokens, *(i.max_tokens or 0 for i in self.dataset.items)])
+        endpoint = Endpoint(base_url, headers,
+                            max_response_bytes=target.max_response_bytes or response_byte_cap(most_tokens))
         if target.protocol == "triton-grpc":  # same seam, Triton's gRPC streaming inference
             endpoint = GrpcEndpoint(base_url, headers, endpoint.max_response_bytes)
         try:
@@ -166,6 +168,7 @@ class Sweep:
                 None, describe_server, target, base_url, headers, 10.0)
             st.manifest["targets"][target.name].update(reported)  # reported_models | _triton | _tgi
             st.manifest["targets"][target.name]["base_url"] = base_url
+            st.manifest["targets"][target.name]["max_response_bytes"] = endpoint.max_response_bytes
             if server is not None:
                 st.manifest["targets"][target.name]["server"] = server.describe()
             write_json_atomic(st.run_dir / "manifest.json", st.manifest)
@@ -173,7 +176,8 @@ class Sweep:
             sink = _Accumulate(st)
             live = LiveStats()
             runner = LevelRunner(runtime, self.dataset, self.sc.sampling,
-                                 [st.writer, sink, live, *self.observers.sinks()], self.clock)
+                                 [st.writer, sink, live, *self.observers.sinks()], self.clock,
+                                 retries=self.sc.load.retries)
             metrics_url = target.metrics_url or (server.metrics_url if server is not None else None)
             self.observers.target_started(target.name, metrics_url)
             if server is not None and target.server.cold_requests:

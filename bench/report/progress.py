@@ -65,6 +65,7 @@ class Progress:
             f"{self.label}: {req['ok']}/{req['measured']} ok, TTFT p50 {_fmt(ttft['p50'])} ms "
             f"p99 {_fmt(ttft['p99'])} ms, {_fmt(tput['output_tokens_per_s'])} tok/s"
             + (f", errors {req['errors']}" if req["errors"] else "")
+            + (f", retried attempts {req['retried']}" if req.get("retried") else "")
         )
 
     def close(self) -> None:

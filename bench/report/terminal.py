@@ -49,6 +49,13 @@ def render_result(result: dict[str, Any], console: Console) -> None:
         table.add_row(*row)
     console.print(table)
     console.print("latencies in ms; load = concurrent users (concurrency) or req/s (rate)")
+    for lv in levels:  # failures by class: every failed request is counted, and how it failed
+        req = lv["requests"]
+        errors = ", ".join(f"{k} {v}" for k, v in (req.get("errors") or {}).items())
+        retried = ", ".join(f"{k} {v}" for k, v in (req.get("retried") or {}).items())
+        if errors or retried:
+            console.print(f"errors {escape(lv['target'])} @ {lv['level']:g}: {errors or 'none'}"
+                          + (f" (retried attempts, not counted above: {retried})" if retried else ""))
     for name, entry in result.get("targets", {}).items():
         server = entry.get("server") or {}
         cold = (entry.get("cold") or {}).get("requests") or []

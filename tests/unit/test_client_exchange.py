@@ -275,7 +275,7 @@ def test_http_429_with_retry_after(loop) -> None:
     body = b'{"error":{"message":"Rate limit exceeded: 10 requests per minute","type":"rate_limit_error"}}'
     rec, _ = play(loop, body, status=429, content_type=b"application/json", reads=[body[:20], body[20:]],
                   retry_after="3")
-    assert rec.error == "http_4xx" and rec.status == 429
+    assert rec.error == "http_429" and rec.status == 429  # its own class: load shedding, not a bad request
     assert rec.error_detail.startswith("HTTP 429: ")
     assert "Rate limit exceeded: 10 requests per minute" in rec.error_detail
     assert rec.error_detail.endswith("(Retry-After: 3)")

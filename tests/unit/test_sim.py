@@ -12,7 +12,10 @@ import collections
 import dataclasses
 import heapq
 import itertools
+import re
+import socket
 import statistics
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ import orjson
 import pytest
 
 from bench.sim import SimConfig, _Deadlines, sim_command
+from bench.sim_chaos import CHAOS_MODES, bad_utf8_event, malformed_event, parse_chaos
 from bench.sim_stream import (
     CHAT, CLIENT_GONE, COMPLETION, DONE_EVENT, LAST_HTTP_CHUNK, VOCAB, Fault, Generation, GenRequest,
     HttpRequest, Meta, RequestError, chat_chunk, choose_fault, completion_chunk, count_prompt_tokens,
@@ -493,3 +497,198 @@ def test_deadlines_fire_in_order_and_not_early(use_timerfd: bool) -> None:
         assert not precise
     if precise:  # timerfd path guarantees never early; call_at may be ~1 ms early on uvloop
         assert all(at >= due for _, due, at in fired)
+
+
+# --- chaos modes (bench.sim_chaos) -------------------------------------------------------
+
+
+def test_parse_chaos_spec() -> None:
+    assert parse_chaos("") == () and parse_chaos(None) == ()
+    assert parse_chaos(" reset=0.1, stall=0.05 ") == (("reset", 0.1), ("stall", 0.05))
+    assert set(CHAOS_MODES) >= {"http_429", "http_429_bare", "reset", "stall", "trickle", "malformed_json",
+                                "error_event", "oversize", "bad_utf8", "close", "abort", "http_500"}
+    assert "none" not in CHAOS_MODES and "outage" not in CHAOS_MODES
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("reset", "MODE=SHARE"), ("reset=x", "must be a number"), ("bogus=0.1", "valid: http_500"),
+    ("reset=1.5", "in [0, 1]"), ("reset=0.6,stall=0.6", "sum to 1.2"), ("reset=0.1,reset=0.2", "twice"),
+])
+def test_parse_chaos_rejects_with_one_clear_line(spec: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        parse_chaos(spec)
+
+
+def test_cli_chaos_errors_are_usage_errors() -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(sim_command, ["--chaos", "bogus=0.5"])
+    assert result.exit_code == 2 and "unknown mode 'bogus'" in result.output
+    help_text = CliRunner().invoke(sim_command, ["--help"]).output
+    assert "--chaos" in help_text and "stall" in help_text and "--outage-at" in help_text
+
+
+def test_chaos_shares_are_seeded_and_do_not_shift_other_draws() -> None:
+    chaos = (("reset", 0.2), ("stall", 0.1), ("http_429", 0.1))
+    cfg = SimConfig(chaos=chaos, seed=5, output_tokens=30, output_tokens_jitter=10)
+    faults = [plan_request(cfg, i, None).fault for i in range(4000)]
+    assert faults == [plan_request(cfg, i, None).fault for i in range(4000)]  # deterministic
+    shares = collections.Counter(faults)
+    for fault, share in ((Fault.RESET, 0.2), (Fault.STALL, 0.1), (Fault.HTTP_429, 0.1)):
+        assert abs(shares[fault] / 4000 - share) < 0.025
+    plain = dataclasses.replace(cfg, chaos=())
+    for i in range(50):
+        a, b = plan_request(plain, i, None), plan_request(cfg, i, None)
+        assert (a.n_tokens, a.token_offsets_ns, a.vocab_start) == (b.n_tokens, b.token_offsets_ns, b.vocab_start)
+    # The legacy rates come first and keep their meaning.
+    assert plan_request(SimConfig(error_rate=1.0, chaos=(("reset", 1.0),)), 0, None).fault is Fault.HTTP_500
+
+
+def test_mid_stream_faults_act_after_half_the_tokens() -> None:
+    for mode in ("reset", "stall", "malformed_json", "error_event", "oversize", "bad_utf8", "abort"):
+        plan = plan_request(SimConfig(chaos=((mode, 1.0),), output_tokens=9), 0, None)
+        assert plan.abort_after_tokens == 4, mode
+    for mode in ("http_429", "trickle", "close"):
+        assert plan_request(SimConfig(chaos=((mode, 1.0),)), 0, None).abort_after_tokens is None
+
+
+class ChaosTransport(FakeTransport):
+    """FakeTransport plus what the chaos writers use: abort, the socket, the write buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+        self.sockopts: list[tuple[int, int, bytes]] = []
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def get_extra_info(self, name: str) -> Any:
+        assert name == "socket"
+        return self
+
+    def setsockopt(self, level: int, opt: int, value: bytes) -> None:
+        self.sockopts.append((level, opt, value))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def run_chaos(mode: str, body: dict[str, Any] | None = None, **cfg: Any) -> tuple[FakeConn, bytes, bytes]:
+    """run_generation with every request drawing ``mode``, on a ChaosTransport."""
+    conn, _ = start_chaos(mode, body, **cfg)
+    conn.sim.deadlines.run()
+    head, _, rest = bytes(conn.transport.data).partition(b"\r\n\r\n")
+    return conn, head, rest
+
+
+def start_chaos(mode: str, body: dict[str, Any] | None = None, **cfg: Any) -> tuple[FakeConn, Generation]:
+    config = SimConfig(chaos=((mode, 1.0),), role_chunk=False, output_tokens=cfg.pop("output_tokens", 8), **cfg)
+    conn = FakeConn(config)
+    conn.transport = ChaosTransport()
+    greq = parse_request(orjson.dumps(body or {**CHAT_BODY, "stream_options": {"include_usage": True}}), CHAT)
+    req = HttpRequest(b"POST", b"/v1/x", {}, b"", True, 10**12)
+    gen = Generation(conn, req, greq, plan_request(config, 0, greq.max_tokens), "rid-1")  # type: ignore[arg-type]
+    gen.start()
+    return conn, gen
+
+
+def test_http_429_with_and_without_retry_after() -> None:
+    conn, head, body = run_chaos("http_429", retry_after_s=2.5)
+    assert head.startswith(b"HTTP/1.1 429 Too Many Requests\r\n") and b"\r\nRetry-After: 2.5" in head
+    assert b"Connection: keep-alive" in head
+    assert orjson.loads(body)["error"]["type"] == "rate_limit_error"
+    assert conn.sim.records[0]["status"] == 429 and conn.done_calls == [True]
+    _, head, _ = run_chaos("http_429_bare")
+    assert head.startswith(b"HTTP/1.1 429 ") and b"Retry-After" not in head
+
+
+def test_reset_sends_rst_after_half_the_tokens() -> None:
+    conn, _, rest = run_chaos("reset")
+    assert conn.transport.aborted and conn.closing
+    assert conn.transport.sockopts == [(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))]
+    assert len(sse_payloads(dechunk(rest))) == 4 and b"[DONE]" not in rest
+    assert (conn.sim.records[0]["fault"], conn.sim.records[0]["tokens"]) == ("reset", 4)
+
+
+def test_stall_sends_half_then_nothing_until_the_client_leaves() -> None:
+    conn, gen = start_chaos("stall")
+    conn.sim.deadlines.run()
+    sent = bytes(conn.transport.data)
+    assert len(sse_payloads(dechunk(sent.partition(b"\r\n\r\n")[2]))) == 4
+    assert not conn.transport.closed and conn.sim.records == [] and conn.sim.running == 1
+    conn.sim.deadlines.run()
+    assert bytes(conn.transport.data) == sent  # nothing more, ever
+    gen.cancel()  # the client timed out and hung up: the truth log says so
+    assert [(r["status"], r["fault"], r["tokens"]) for r in conn.sim.records] == [(CLIENT_GONE, "stall", 4)]
+    assert conn.sim.running == 0
+
+
+def test_malformed_json_error_event_and_bad_utf8_events() -> None:
+    for mode in ("malformed_json", "error_event", "bad_utf8"):
+        conn, _, rest = run_chaos(mode)
+        body = dechunk(rest)
+        events = body.split(b"\n\n")
+        assert events[-2] == b"data: [DONE]" and events[-1] == b""  # a clean end of the HTTP body
+        good = [orjson.loads(e[6:]) for e in events[:4]]
+        assert all(g["choices"][0]["delta"]["content"] for g in good)
+        bad = events[4][6:]
+        if mode == "error_event":
+            assert orjson.loads(bad)["error"]["type"] == "server_error"
+        else:
+            with pytest.raises(orjson.JSONDecodeError):
+                orjson.loads(bad)
+        if mode == "bad_utf8":
+            assert b"\x80\xff\xfe" in bad
+            with pytest.raises(UnicodeDecodeError):
+                bad.decode("utf-8")
+            assert orjson.loads(bad.replace(b"\x80\xff\xfe", b"x"))  # only the bytes are wrong
+        assert conn.sim.records[0]["status"] == 200 and conn.done_calls == [True]
+
+
+def test_pure_fault_payloads() -> None:
+    cfg = SimConfig(output_tokens=4)
+    conn = FakeConn(cfg)
+    greq = parse_request(orjson.dumps(CHAT_BODY), CHAT)
+    gen = Generation(conn, HttpRequest(b"POST", b"/", {}, b"", True, 0), greq,  # type: ignore[arg-type]
+                     plan_request(cfg, 0, None), "r")
+    assert malformed_event(gen).endswith(b"\n\n") and malformed_event(gen).startswith(b"data: {")
+    assert b"\x80\xff\xfe" in bad_utf8_event(gen)
+
+
+def test_oversize_floods_past_any_max_tokens() -> None:
+    conn, _, rest = run_chaos("oversize", {**CHAT_BODY, "max_tokens": 2}, output_tokens=2,
+                              oversize_bytes=300_000)
+    body = dechunk(rest)
+    assert len(body) > 300_000 and body.endswith(b"data: [DONE]\n\n")
+    assert conn.sim.records[0]["status"] == 200
+
+
+def test_trickle_writes_one_byte_per_step_and_the_same_response() -> None:
+    conn, head, rest = run_chaos("trickle", trickle_ms=1.0, output_tokens=3)
+    normal = FakeConn(SimConfig(role_chunk=False, output_tokens=3))
+    greq = parse_request(orjson.dumps({**CHAT_BODY, "stream_options": {"include_usage": True}}), CHAT)
+    Generation(normal, HttpRequest(b"POST", b"/v1/x", {}, b"", True, 10**12), greq,  # type: ignore[arg-type]
+               plan_request(normal.sim.config, 0, None), "rid-1").start()
+    normal.sim.deadlines.run()
+    # Same bytes as an untouched response (plan and ids alike), written one at a time.
+    total = len(conn.transport.data)
+    assert bytes(conn.transport.data).split(b"\r\n\r\n", 1)[1] == bytes(normal.transport.data).split(
+        b"\r\n\r\n", 1)[1]
+    fired = conn.sim.deadlines.fired
+    assert len(fired) == total - 1  # the first byte at once, then one deadline per byte
+    assert all(b - a == MS for a, b in zip(fired, fired[1:]))
+    assert conn.sim.records[0]["tokens"] == 3 and conn.done_calls == [True]
+
+
+def test_close_fault_answers_then_drops_the_kept_alive_connection() -> None:
+    conn, head, rest = run_chaos("close")
+    assert b"Connection: keep-alive" in head and sse_payloads(dechunk(rest))[-1] == "[DONE]"
+    assert conn.done_calls == [False]  # response_done(keep_alive=False): the server closes
+
+
+def test_config_validates_chaos_fields() -> None:
+    for bad in ({"chaos": (("nope", 0.1),)}, {"trickle_ms": -1}, {"oversize_bytes": 0}, {"outage_at": -1},
+                {"outage_s": -1}, {"retry_after_s": -2}):
+        with pytest.raises(ValueError):
+            SimConfig(**bad)
