@@ -28,6 +28,8 @@ class LazyGroup(click.Group):
         "server": ("bench.server_cli", "server_group", "Install llama.cpp and bundled models; manage servers."),
         "compare": ("bench.compare", "compare_command",
                     "Compare runs on the same eval set: latency side by side, quality paired by item."),
+        "academic": ("bench.academic.cli", "academic_command",
+                     "Perplexity, KL divergence and lm-eval tasks beside the product numbers (informational)."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

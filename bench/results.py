@@ -100,7 +100,7 @@ def rebuild_from_records(run_dir: Path) -> dict[str, Any]:
     )
     result["failures"] = previous.get("failures", [])
     # Sections computed from records by later passes (score, gates, decision) are kept as they are.
-    for key in ("quality", "gates", "capacity", "cost", "router"):
+    for key in ("quality", "gates", "capacity", "cost", "router", "academic"):
         if key in previous:
             result[key] = previous[key]
     return result

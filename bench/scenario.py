@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench.academic.spec import AcademicSpec
 from bench.records import ERROR_CLASSES
 
 
@@ -252,6 +253,7 @@ class Scenario(_Strict):
     observability: Observability = Field(default_factory=Observability)
     pricing: Optional["Pricing"] = None
     router: Optional["Router"] = None
+    academic: Optional[AcademicSpec] = None  # `benchbox academic` (bench/academic): informational, never a gate
 
     @field_validator("dataset", mode="before")
     @classmethod

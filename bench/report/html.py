@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import orjson
 
+from bench.academic.report import academic
 from bench.report.svg import (
     INK, MUTED, PALETTE, STYLESHEET, RefLine, Series, bytes_h, chart, ci_bar, esc, finite, hbars, ms, num,
     rate, saved, with_ci,
@@ -135,7 +136,7 @@ def render_report(manifest: dict[str, Any], result: dict[str, Any]) -> str:
     ctx = Ctx(manifest, result)
     parts = []
     for build in (header, glance, gates, latency, throughput, pareto, calibration, slices, capacity, router,
-                  facts):
+                  academic, facts):
         try:
             parts.append(build(ctx))
         except Exception as e:  # noqa: BLE001 - one bad section must not lose the others
