@@ -277,6 +277,7 @@ class SimConnection(asyncio.Protocol):
         self.closing = False
         self.upgraded = False  # the client asked for an HTTP Upgrade (e.g. curl --http2's h2c)
         self.gen: Generation | None = None
+        self.served = 0  # responses completed on this connection
         self.start_ns = 0  # deadline base of the request being served (see Generation)
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
@@ -347,6 +348,7 @@ class SimConnection(asyncio.Protocol):
     def response_done(self, keep_alive: bool) -> None:
         """The current response is complete: close, or serve the next pipelined request."""
         self.busy, self.gen = False, None
+        self.served += 1
         if self.closing:
             return
         if not keep_alive:
@@ -394,24 +396,33 @@ class SimConnection(asyncio.Protocol):
         index = self.sim.next_index()
         request_id = req.headers.get(b"x-request-id", b"").decode("latin-1") or f"sim-{index}"
         if index == self.sim.config.outage_at:
-            self.sim.record({"request_id": request_id, "path": req.path.decode("latin-1"), "stream": None,
-                             "received_ns": req.received_ns, "start_ns": self.start_ns, "chunk_ns": [],
-                             "tokens": 0, "status": 0, "fault": Fault.OUTAGE.value, "prompt_tokens": 0,
-                             "end_ns": time.perf_counter_ns()})
+            self._unanswered(req, request_id, 0, Fault.OUTAGE)
             self.sim.begin_outage()
             return
         try:
             greq = parse_request(req.body, kind)
         except RequestError as exc:
-            self.sim.record({"request_id": request_id, "path": req.path.decode("latin-1"), "stream": None,
-                             "received_ns": req.received_ns, "start_ns": self.start_ns, "chunk_ns": [],
-                             "tokens": 0, "status": 400, "fault": "none", "prompt_tokens": 0,
-                             "end_ns": time.perf_counter_ns()})
+            self._unanswered(req, request_id, 400, Fault.NONE)
             self._simple(req, 400, error_body(str(exc)))
             return
         plan = plan_request(self.sim.config, index, greq.max_tokens)
+        if plan.fault is Fault.DROP_IDLE:
+            if self.served:  # a keep-alive timeout firing just as this request arrived
+                self.sim.faults[Fault.DROP_IDLE.value] += 1
+                self._unanswered(req, request_id, 0, Fault.DROP_IDLE)
+                self.closing = True
+                self.transport.close()
+                return
+            plan = dataclasses.replace(plan, fault=Fault.NONE)  # a fresh connection has no idle timeout
         self.gen = Generation(self, req, greq, plan, request_id, self.start_ns)
         self.gen.start()
+
+    def _unanswered(self, req: HttpRequest, request_id: str, status: int, fault: Fault) -> None:
+        """Truth line of a generation request that got no generated response (status 0: none at all)."""
+        self.sim.record({"request_id": request_id, "path": req.path.decode("latin-1"), "stream": None,
+                         "received_ns": req.received_ns, "start_ns": self.start_ns, "chunk_ns": [],
+                         "tokens": 0, "status": status, "fault": fault.value, "prompt_tokens": 0,
+                         "end_ns": time.perf_counter_ns()})
 
 
 _ROUTES: dict[bytes, tuple[bytes, Callable[[SimConnection, HttpRequest], None]]] = {

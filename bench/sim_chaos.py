@@ -24,8 +24,12 @@ oversize       half the tokens, then ``oversize_bytes`` of content,         brok
                whatever ``max_tokens`` said (the client's byte cap)
 bad_utf8       half the tokens, then a content event with bytes that are    broken_stream
                not UTF-8 (so not JSON: RFC 8259 §8.1)
-close          a normal response announced keep-alive, then the server      ok (resent
-               closes the connection                                        once if raced)
+close          a normal response announced keep-alive, then the server      ok
+               closes the connection
+drop_idle      a request arriving on a kept-alive connection: the           ok (resent
+               connection is closed unanswered, as when a keep-alive        once on a fresh
+               timeout fires just as the request arrives (on a fresh        connection)
+               connection the request is answered normally)
 ============== ============================================================ ==============
 
 Plus one mode that is not per request: an *outage* (``outage_at``/``outage_s`` in

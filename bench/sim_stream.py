@@ -72,6 +72,7 @@ class Fault(str, enum.Enum):
     OVERSIZE = "oversize"  # a flood of content after half the tokens, whatever max_tokens said
     BAD_UTF8 = "bad_utf8"  # a content event with non-UTF-8 bytes after half the tokens
     CLOSE = "close"  # a normal response, then the kept-alive connection is closed
+    DROP_IDLE = "drop_idle"  # on a kept-alive connection: closed unanswered (bench.sim decides)
     OUTAGE = "outage"  # server-wide (not drawn per request): stops listening for a while
 
 
