@@ -30,6 +30,8 @@ class LazyGroup(click.Group):
                     "Compare runs on the same eval set: latency side by side, quality paired by item."),
         "academic": ("bench.academic.cli", "academic_command",
                      "Perplexity, KL divergence and lm-eval tasks beside the product numbers (informational)."),
+        "locust-worker": ("bench.distributed.worker_cli", "locust_worker_command",
+                          "Send a sweep's requests for a Locust master (sweep --engine locust)."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

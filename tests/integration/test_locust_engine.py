@@ -1,0 +1,275 @@
+"""``sweep --engine locust``: a Locust master and worker processes on loopback against `benchbox sim`.
+
+Every test checks that no master or worker outlives the sweep (``_children`` / ``_assert_gone``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+
+from bench.histograms import LatencyHistogram
+from bench.patterns import LevelWindow, arrival_offsets_ns
+from tests.conftest import REPO, load_records, only_run_dir, run_cli, wait_for, write_scenario
+
+pytestmark = pytest.mark.integration
+
+
+def _sim_target(url: str) -> dict[str, Any]:
+    return {"name": "sim", "role": "baseline", "url": url, "model": "sim-model"}
+
+
+def _engine_pids(result: dict[str, Any]) -> list[int]:
+    return [w["pid"] for w in result["engine"]["workers"]]
+
+
+def _assert_gone(pids: list[int], timeout: float = 10.0) -> None:
+    def gone() -> bool:
+        return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                       for pid in pids)
+    assert wait_for(gone, timeout=timeout), f"left running: {[p for p in pids if psutil.pid_exists(p)]}"
+
+
+def _children(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _locust_children(proc: subprocess.Popen, kind: str) -> list[psutil.Process]:
+    out = []
+    for child in _children(proc):
+        try:
+            if kind in " ".join(child.cmdline()):
+                out.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _hist(values_ns: list[int]) -> dict[str, Any]:
+    return LatencyHistogram.from_ns(values_ns).summary_ms()
+
+
+def test_master_and_two_workers_merge_into_one_result(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--ttft-ms", "30", "--itl-ms", "3", "--output-tokens", "24")
+    scenario = write_scenario(tmp_path, {
+        "name": "locust-merge",
+        "targets": [_sim_target(sim.url)],
+        "sampling": {"max_tokens": 24},
+        "load": {"pattern": "concurrency", "levels": [3, 6], "requests": 40, "warmup": {"requests": 4}},
+    })
+    proc = run_cli("sweep", str(scenario), "--out", str(tmp_path / "runs"), "--quiet",
+                   "--engine", "locust", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    run_dir = only_run_dir(tmp_path / "runs")
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    records = load_records(run_dir)
+    _assert_gone(_engine_pids(result))
+
+    engine = result["engine"]
+    assert engine["name"] == "locust" and len(engine["workers"]) == 2 and engine["lost_workers"] == []
+    assert len({w["pid"] for w in engine["workers"]}) == 2
+    assert result["complete"] is True and not result["failures"]
+    truth = sim.truth()
+    for level in result["levels"]:
+        mine = [r for r in records if r["level"] == level["level"]]
+        measured = [r for r in mine if r["phase"] == "measure"]
+        # The merged result counts exactly what records.jsonl holds.
+        assert level["requests"]["measured"] == len(measured) == 40
+        assert level["requests"]["warmup"] == len(mine) - len(measured) == 4
+        assert level["requests"]["ok"] == 40
+        # Both workers sent part of the level (their users are interleaved columns).
+        assert len({r["request_id"] for r in mine}) == len(mine)
+        # Percentiles: the merged HDR histograms equal those built from all records, and agree
+        # with exact order statistics within HDR's 0.1 %.
+        ttft = [r["first_token_ns"] - r["sent_ns"] for r in measured]
+        e2e = [r["end_ns"] - r["sent_ns"] for r in measured]
+        itl = [b - a for r in measured for a, b in zip(r["chunk_ns"], r["chunk_ns"][1:])]
+        for key, values in (("ttft_ms", ttft), ("e2e_ms", e2e), ("itl_ms", itl)):
+            got, want = level["metrics"][key], _hist(values)
+            for q in ("p50", "p90", "p95", "p99", "max", "count"):
+                assert got[q] == want[q], (key, q, got[q], want[q])
+            exact = sorted(values)
+            for q, frac in (("p50", 0.5), ("p99", 0.99)):
+                k = max(0, -(-len(exact) * int(frac * 100) // 100) - 1)
+                assert abs(got[q] - exact[k] / 1e6) <= exact[k] / 1e6 * 0.002 + 0.002, (key, q)
+        # Every record is a real request the simulator saw, stamped in this host's clock.
+        for r in measured:
+            assert r["request_id"] in truth and r["sent_ns"] <= truth[r["request_id"]]["received_ns"] + 1_000_000
+            assert r["sent_ns"] < r["first_token_ns"] <= r["end_ns"] and len(r["chunk_ns"]) == 24
+    # Items: measured requests walk the eval set in order across levels, as one process does.
+    items = [f"item-{i}" for i in range(8)]
+    walked = sorted((r["repeat"], r["item_id"]) for r in records if r["phase"] == "measure")
+    assert walked == sorted((k // 8, items[k % 8]) for k in range(80))
+    assert (run_dir / "locust-master.log").exists() and (run_dir / "locust-worker-1.log").exists()
+    rebuilt = run_cli("report", str(run_dir), "--rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    again = orjson.loads((run_dir / "result.json").read_bytes())
+    assert [lv["metrics"] for lv in again["levels"]] == [lv["metrics"] for lv in result["levels"]]
+
+
+def test_rate_mode_splits_one_arrival_plan_across_workers(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--ttft-ms", "10", "--itl-ms", "1", "--output-tokens", "8", truth=False)
+    load = {"pattern": "rate", "arrival": "poisson", "levels": [40], "duration_s": 3, "warmup": {"seconds": 0.5},
+            "seed": 11, "max_in_flight": 32}
+    scenario = write_scenario(tmp_path, {"name": "locust-rate", "targets": [_sim_target(sim.url)],
+                                         "sampling": {"max_tokens": 8}, "load": load})
+    proc = run_cli("sweep", str(scenario), "--out", str(tmp_path / "runs"), "--quiet",
+                   "--engine", "locust", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    run_dir = only_run_dir(tmp_path / "runs")
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    _assert_gone(_engine_pids(result))
+    level = result["levels"][0]
+    # The same absolute plan as the single-process engine: count its admissions directly.
+    window = LevelWindow(start_ns=0, warmup_s=0.5, duration_s=3.0)
+    phases = []
+    for offset in arrival_offsets_ns(40, "poisson", 11 * 1000 + 0):
+        phase = window.admit(offset)
+        if phase is None:
+            break
+        phases.append(phase)
+    assert level["requests"]["measured"] == phases.count("measure")
+    assert level["requests"]["warmup"] == phases.count("warmup")
+    records = [r for r in load_records(run_dir) if r["phase"] == "measure"]
+    seqs = sorted(r["seq"] for r in records)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # every arrival of the plan, once
+    # Each worker sent its own slice; arrivals are spaced by the plan, not by the responses.
+    assert abs(level["throughput"]["achieved_rate_per_s"] - 40) / 40 < 0.25
+    m = level["metrics"]
+    assert m["client_lag_ms"]["count"] == level["requests"]["ok"]
+    assert m["ttft_from_scheduled_ms"]["p50"] >= m["ttft_ms"]["p50"]
+    assert all(r["scheduled_ns"] <= r["sent_ns"] for r in records)
+
+
+def test_a_lost_worker_is_reported_and_its_records_kept(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--ttft-ms", "20", "--itl-ms", "5", "--output-tokens", "20", truth=False)
+    scenario = write_scenario(tmp_path, {
+        "name": "locust-loss",
+        "targets": [_sim_target(sim.url)],
+        "sampling": {"max_tokens": 20},
+        "load": {"pattern": "concurrency", "levels": [4, 6], "duration_s": 9},
+    })
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(scenario), "--out", str(out), "--quiet",
+                             "--engine", "locust", "--workers", "2"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def records_from_both() -> bool:
+            files = list(out.glob("*/records.jsonl")) if out.exists() else []
+            return bool(files) and files[0].read_bytes().count(b"\n") >= 40
+        assert wait_for(records_from_both, timeout=60)
+        workers = _locust_children(proc, "locust-worker")
+        assert len(workers) == 2
+        victim = workers[0]
+        victim.kill()  # SIGKILL: no goodbye, only missing heartbeats tell
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr + stdout
+    assert "Traceback" not in stderr
+    assert "was lost" in stdout
+    run_dir = only_run_dir(out)
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    lost = result["engine"]["lost_workers"]
+    assert len(lost) == 1 and lost[0]["pid"] == victim.pid and lost[0]["received"] > 0
+    assert any("was lost during sim @ 4" in n for n in result["notes"])
+    records = load_records(run_dir)
+    by_level = [lv for lv in result["levels"]]
+    assert len(by_level) == 2
+    # Nothing received is dropped: the result counts every record in the file.
+    assert sum(lv["requests"]["measured"] + lv["requests"]["warmup"] for lv in by_level) == len(records)
+    # The second level ran on the survivor, which Locust gave all six users.
+    second = [r for r in records if r["request_id"].startswith("sim-L1-")]
+    assert second and all(r["error"] is None for r in second)
+    _assert_gone(_engine_pids(result))
+
+
+def test_interrupt_cancels_in_flight_requests_and_ends_every_process(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--ttft-ms", "50", "--itl-ms", "20", "--output-tokens", "100", truth=False)
+    scenario = write_scenario(tmp_path, {
+        "name": "locust-interrupt",
+        "targets": [_sim_target(sim.url)],
+        "sampling": {"max_tokens": 100},
+        "load": {"pattern": "concurrency", "levels": [4, 8], "duration_s": 60},
+    })
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(scenario), "--out", str(out), "--quiet",
+                             "--engine", "locust", "--workers", "2"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def enough() -> bool:
+            files = list(out.glob("*/records.jsonl")) if out.exists() else []
+            return bool(files) and files[0].read_bytes().count(b"\n") >= 8
+        assert wait_for(enough, timeout=60)
+        children = _children(proc)
+        assert len(children) >= 3  # master + 2 workers
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr + stdout
+    assert "Traceback" not in stderr + stdout
+    _assert_gone([c.pid for c in children])
+    run_dir = only_run_dir(out)
+    records = load_records(run_dir)
+    cancelled = [r for r in records if r["error"] == "cancelled"]
+    assert len(cancelled) == 4  # the four users' in-flight requests, from both workers
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    assert result["complete"] is False and result["interrupted"] == "SIGINT"
+    assert result["levels"][0]["requests"]["errors"] == {"cancelled": 4}
+    assert result["levels"][0]["error_rate"] == 0.0
+
+
+def test_a_killed_sweep_takes_its_master_and_workers_with_it(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--ttft-ms", "20", "--itl-ms", "5", "--output-tokens", "20", truth=False)
+    scenario = write_scenario(tmp_path, {
+        "name": "locust-orphans", "targets": [_sim_target(sim.url)], "sampling": {"max_tokens": 20},
+        "load": {"pattern": "concurrency", "levels": [2], "duration_s": 60},
+    })
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(scenario), "--out", str(out), "--quiet",
+                             "--engine", "locust", "--workers", "2"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: len(_locust_children(proc, "locust-worker")) == 2, timeout=60)
+        assert wait_for(lambda: out.exists() and any(f.stat().st_size for f in out.glob("*/records.jsonl")), 60)
+        children = _children(proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _assert_gone([c.pid for c in children], timeout=15)
+
+
+def test_locust_engine_usage_errors_are_one_line(tmp_path: Path) -> None:
+    scenario = write_scenario(tmp_path, {
+        "name": "x", "targets": [_sim_target("http://127.0.0.1:9")],
+        "load": {"pattern": "concurrency", "levels": [1], "requests": 1},
+    })
+    proc = run_cli("sweep", str(scenario), "--out", str(tmp_path / "runs"), "--engine", "locust",
+                   "--locust-bind", "nowhere")
+    assert proc.returncode == 2 and "--locust-bind" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = run_cli("locust-worker", "--master", "nope")
+    assert proc.returncode == 2 and "HOST:PORT" in proc.stderr
+    started = time.monotonic()
+    proc = run_cli("locust-worker", "--help")
+    assert proc.returncode == 0 and "--master" in proc.stdout and time.monotonic() - started < 10
