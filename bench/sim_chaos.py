@@ -14,6 +14,8 @@ http_429_bare  HTTP 429 without ``Retry-After``                             http
 abort          half the tokens, then a clean close, no [DONE] (= --abort-   broken_stream
                rate; a close-delimited body would be ``truncated``)
 reset          half the tokens, then RST (``SO_LINGER`` 0, then close)       broken_stream
+truncate       half the tokens, then the HTTP body ends cleanly (last       truncated
+               chunk): no finish_reason, no [DONE]
 stall          headers and half the tokens, then nothing (``: ping``        timeout
                comments still flow with --keepalive-ms, like a hung
                generation behind a live SSE timer)
@@ -188,6 +190,10 @@ def at_fault_point(gen: Generation) -> None:
         return
     if fault is Fault.OVERSIZE:
         _Flood(gen).step()
+        return
+    if fault is Fault.TRUNCATE:
+        conn.transport.write(LAST_HTTP_CHUNK)
+        gen._finish(200)
         return
     if fault is Fault.MALFORMED_JSON:
         bad = http_chunk(malformed_event(gen))

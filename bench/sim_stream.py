@@ -66,6 +66,7 @@ class Fault(str, enum.Enum):
     HTTP_429_BARE = "http_429_bare"  # immediate 429 without Retry-After
     RESET = "reset"  # RST after half the tokens
     STALL = "stall"  # no more bytes after half the tokens
+    TRUNCATE = "truncate"  # the HTTP body ends cleanly after half the tokens: no finish_reason, no [DONE]
     TRICKLE = "trickle"  # the whole response one byte at a time
     MALFORMED_JSON = "malformed_json"  # a non-JSON event after half the tokens
     ERROR_EVENT = "error_event"  # an OpenAI error object in the stream after half the tokens
@@ -79,7 +80,7 @@ class Fault(str, enum.Enum):
 # Answered at once, before any token is due (HTTP 500 here, the rest in bench.sim_chaos).
 IMMEDIATE_FAULTS = frozenset({Fault.HTTP_500, Fault.HTTP_429, Fault.HTTP_429_BARE, Fault.TRICKLE})
 # Act once ``Plan.abort_after_tokens`` (half the tokens) were sent (ABORT here, the rest in bench.sim_chaos).
-MID_STREAM_FAULTS = frozenset({Fault.ABORT, Fault.RESET, Fault.STALL, Fault.MALFORMED_JSON,
+MID_STREAM_FAULTS = frozenset({Fault.ABORT, Fault.RESET, Fault.STALL, Fault.TRUNCATE, Fault.MALFORMED_JSON,
                                Fault.ERROR_EVENT, Fault.OVERSIZE, Fault.BAD_UTF8})
 
 

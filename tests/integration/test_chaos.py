@@ -36,7 +36,7 @@ EXPECTED = {
     "http_500": "http_5xx", "http_429": "http_429", "http_429_bare": "http_429",
     "abort": "broken_stream", "reset": "broken_stream", "malformed_json": "broken_stream",
     "error_event": "broken_stream", "oversize": "broken_stream", "bad_utf8": "broken_stream",
-    "stall": "timeout", "trickle": "timeout",
+    "stall": "timeout", "trickle": "timeout", "truncate": "truncated",
 }
 
 
@@ -124,6 +124,7 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, Any], str]] = {
     "http_429_bare": (("--chaos", "http_429_bare=0.3"), {}, "rate_limit_error"),
     "abort": (("--chaos", "abort=0.3"), {}, "connection closed by the server mid-response"),
     "reset": (("--chaos", "reset=0.3"), {}, "Connection reset by peer"),
+    "truncate": (("--chaos", "truncate=0.3"), {}, "stream ended without [DONE] or finish_reason"),
     "stall": (("--chaos", "stall=0.3"), {"timeout_s": 0.5}, "no complete response within 0.5 s"),
     "trickle": (("--chaos", "trickle=0.3", "--trickle-ms", "2"), {"timeout_s": 0.5}, "within 0.5 s"),
     "malformed_json": (("--chaos", "malformed_json=0.3"), {}, "malformed stream event"),
@@ -148,7 +149,7 @@ def test_fault_is_a_classified_record_and_the_run_continues(tmp_path: Path, star
     assert all(detail in r["error_detail"] for r in failed), failed[0]["error_detail"]
     if mode == "http_429_bare":
         assert not any("Retry-After" in r["error_detail"] for r in failed)
-    if mode in ("abort", "reset", "malformed_json", "error_event", "oversize", "bad_utf8", "stall"):
+    if mode in ("abort", "reset", "truncate", "malformed_json", "error_event", "oversize", "bad_utf8", "stall"):
         # The tokens that did arrive are kept with the failure (half of the 8, at the fault point).
         assert all(r["output_text"] for r in failed)
     # Success records after a fault carry the whole answer, with usage.
@@ -221,8 +222,8 @@ def test_server_outage_and_comeback(tmp_path: Path, start_sim) -> None:
     check_contract(run, 50)
     errors = run.level["requests"]["errors"]
     assert set(errors) <= {"connect", "broken_stream"} and errors.get("connect", 0) >= 2, errors
-    # Closed-loop users pause after a refusal: a 1 s outage is a handful of records, not thousands.
-    assert errors["connect"] <= 2 * (1 / 0.2 + 2)
+    # Closed-loop users pause 0.2 s after a refusal: a 1 s outage is a dozen records, not thousands.
+    assert errors["connect"] <= 30
     connect = [r for r in run.records if r["error"] == "connect"]
     assert all("Connection refused" in r["error_detail"] for r in connect)
     back = [r for r in run.records if r["error"] is None and r["sent_ns"] > max(c["end_ns"] for c in connect)]

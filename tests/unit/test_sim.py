@@ -545,7 +545,7 @@ def test_chaos_shares_are_seeded_and_do_not_shift_other_draws() -> None:
 
 
 def test_mid_stream_faults_act_after_half_the_tokens() -> None:
-    for mode in ("reset", "stall", "malformed_json", "error_event", "oversize", "bad_utf8", "abort"):
+    for mode in ("reset", "stall", "truncate", "malformed_json", "error_event", "oversize", "bad_utf8", "abort"):
         plan = plan_request(SimConfig(chaos=((mode, 1.0),), output_tokens=9), 0, None)
         assert plan.abort_after_tokens == 4, mode
     for mode in ("http_429", "trickle", "close"):
@@ -692,3 +692,12 @@ def test_config_validates_chaos_fields() -> None:
                 {"outage_s": -1}, {"retry_after_s": -2}):
         with pytest.raises(ValueError):
             SimConfig(**bad)
+
+
+def test_truncate_ends_the_http_body_cleanly_without_finish_or_done() -> None:
+    conn, _, rest = run_chaos("truncate")
+    assert rest.endswith(LAST_HTTP_CHUNK) and not conn.transport.closed  # framing intact, connection kept
+    events = sse_payloads(dechunk(rest))
+    assert len(events) == 4 and "[DONE]" not in events
+    assert all(e["choices"][0]["finish_reason"] is None for e in events)
+    assert conn.done_calls == [True] and conn.sim.records[0]["fault"] == "truncate"
