@@ -156,6 +156,22 @@ def test_fault_is_a_classified_record_and_the_run_continues(tmp_path: Path, star
     assert all(r["output_tokens"] == 8 and r["finish_reason"] for r in run.records if r["error"] is None)
 
 
+def test_every_fault_at_once_in_rate_mode(tmp_path: Path, start_sim) -> None:
+    """Open loop (arrivals on a fixed plan) with all per-request modes mixed: each record still gets
+    its own fault's class, and arrivals never wait for the misbehaving server."""
+    modes = ["http_500", "http_429", "abort", "reset", "truncate", "stall", "malformed_json", "error_event",
+             "oversize", "bad_utf8", "close"]
+    sim = start_sim(*FAST, "--chaos", ",".join(f"{m}=0.06" for m in modes))
+    run = sweep(tmp_path, sim.url, requests=60, timeout_s=0.5, target={"max_response_bytes": 65536},
+                load={"pattern": "rate", "levels": [60], "arrival": "constant"})
+    check_contract(run, 60)
+    drawn = check_classes(run, sim)
+    assert len(set(drawn) - {"none"}) >= 10, drawn  # seed 0: all 11 modes among the first 60
+    check_continued(run)
+    lag = run.level["metrics"]["client_lag_ms"]
+    assert lag["p99"] < 50  # stalled requests held no arrival back
+
+
 def test_trickled_response_within_the_timeout_is_whole_and_ok(tmp_path: Path, start_sim) -> None:
     """One byte at a time splits every HTTP and SSE frame at every offset: still a correct answer."""
     sim = start_sim("--ttft-ms", "1", "--itl-ms", "1", "--output-tokens", "4", "--chaos", "trickle=1",
