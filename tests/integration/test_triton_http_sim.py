@@ -7,7 +7,10 @@ chunk benchbox stamped is checked against the moment the server really sent it.
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 import pytest
@@ -122,13 +125,38 @@ def test_tgi_natural_end_counts_the_eos_token(tmp_path: Path, start_sim) -> None
         assert "</s>" not in r["output_text"]
 
 
-def test_mixed_openai_and_triton_scenario(tmp_path: Path, start_sim) -> None:
+@pytest.fixture
+def triton_metrics() -> Iterator[str]:
+    """A separate metrics endpoint (like Triton's :8002) serving a recorded Triton /metrics page."""
+    page = (REPO / "tests/fixtures/metrics/triton.txt").read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/metrics" else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_mixed_openai_and_triton_scenario(tmp_path: Path, start_sim, triton_metrics: str) -> None:
     sims = {"openai": start_sim(*SIM_ARGS), "triton": start_sim(*SIM_ARGS)}
     scenario = yaml.safe_load((REPO / "scenarios/ci/mixed-triton.yaml").read_text())
     for t in scenario["targets"]:
         t["url"] = sims[t["name"]].url
         if "metrics_url" in t:
-            t["metrics_url"] = sims[t["name"]].url + "/metrics"
+            t["metrics_url"] = triton_metrics  # another port than the inference URL, as Triton's 8002
     scenario["dataset"]["path"] = str(REPO / "quality/voice.jsonl")
     path = tmp_path / "mixed.yaml"
     path.write_text(yaml.safe_dump(scenario, sort_keys=False))
@@ -149,3 +177,9 @@ def test_mixed_openai_and_triton_scenario(tmp_path: Path, start_sim) -> None:
     assert len({frozenset(lv["metrics"]) for lv in levels.values()}) == 1
     manifest = orjson.loads((run_dir / "manifest.json").read_bytes())["targets"]
     assert "reported_models" in manifest["openai"] and manifest["triton"]["reported_triton"]["model_ready"]
+    # the Triton target's metrics came from its own metrics URL, mapped by the triton map
+    samples = [orjson.loads(line) for line in (run_dir / "server_metrics.jsonl").read_bytes().splitlines()]
+    triton = [s for s in samples if s.get("target") == "triton" and not s.get("error")]
+    assert triton and {s["kind"] for s in triton} == {"triton"}
+    assert triton[-1]["values"]["kv_cache_usage"] == pytest.approx(1560 / 6240)
+    assert levels[("triton", 4.0)]["observed"]["server"]["kv_cache_usage"]["max"] == pytest.approx(1560 / 6240)
