@@ -107,6 +107,9 @@ class Target(_Strict):
             raise ValueError("metrics_url: expected an http(s) URL such as http://127.0.0.1:8002/metrics")
         if self.triton is not None and not self.protocol.startswith("triton"):
             raise ValueError("'triton' options apply to protocols triton-generate and triton-grpc only")
+        if self.protocol.startswith("triton") and self.server is not None and self.model is None:
+            raise ValueError("a managed Triton target needs 'model': the model's name in its model repository "
+                             "(server.model is the repository folder), e.g. model: vllm_model")
         if self.model is None:
             if self.server is None:
                 raise ValueError("'model' is required for a target given by url (the name sent in each request)")

@@ -180,6 +180,16 @@ def test_triton_target_validation(fields: dict, message: str) -> None:
         Target(name="t", role="baseline", model="m", **fields)
 
 
+def test_managed_triton_target_names_its_model() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs 'model': the model's name in its model repository"):
+        Target(name="t", role="baseline", protocol="triton-generate", server={"definition": "triton", "model": "/r"})
+    t = Target(name="t", role="baseline", protocol="triton-generate", model="vllm_model",
+               server={"definition": "triton", "model": "/r"})
+    assert get_adapter("triton-generate", t).path == "/v2/models/vllm_model/generate_stream"
+
+
 def test_triton_targets_accepted() -> None:
     g = Target(name="g", role="baseline", url="grpcs://triton.example.com:443", protocol="triton-grpc", model="m",
                metrics_url="http://triton.example.com:8002/metrics")
