@@ -138,19 +138,23 @@ def probe(post: Post, model: str) -> Probe:
 
 def windows(text: str, max_chars: int = 1500) -> list[str]:
     """The text cut at paragraph breaks into pieces of at most ``max_chars`` (a longer paragraph is cut at
-    sentence ends). Each piece is scored on its own: its first token has no context and no logprob."""
+    sentence ends, a longer sentence at ``max_chars``). Paragraphs inside a piece keep their blank line,
+    sentences their space. Each piece is scored on its own: its first token has no context, no logprob."""
+    units: list[tuple[str, str]] = []  # (separator before it, text)
+    for para in [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]:
+        sentences = [para] if len(para) <= max_chars else re.split(r"(?<=[.!?])\s+", para)
+        for i, sentence in enumerate(sentences):
+            for j in range(0, len(sentence), max_chars):
+                units.append(("\n\n" if i == 0 and j == 0 else " " if j == 0 else "", sentence[j:j + max_chars]))
     out: list[str] = []
     current = ""
-    for para in [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]:
-        pieces = [para] if len(para) <= max_chars else re.split(r"(?<=[.!?])\s+", para)
-        for piece in pieces:
-            joined = f"{current}\n\n{piece}" if current else piece
-            if len(joined) <= max_chars:
-                current = joined
-            else:
-                if current:
-                    out.append(current)
-                current = piece[:max_chars]
+    for sep, unit in units:
+        if current and len(current) + len(sep) + len(unit) <= max_chars:
+            current += sep + unit
+        else:
+            if current:
+                out.append(current)
+            current = unit
     if current:
         out.append(current)
     return out
