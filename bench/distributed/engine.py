@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -230,11 +231,11 @@ def level_command(serial: int, pattern: Pattern, window: LevelWindow, level: flo
 
 def tls_setup(context: Optional[ssl.SSLContext]) -> dict[str, Any]:
     """A target's TLS settings as a worker can rebuild them: verification on or off, and the extra
-    CA certificates (``tls.ca_file``, ``--ca-file``) as DER; the system's CAs are the worker's own."""
+    CA certificates (``tls.ca_file``, ``--ca-file``) as PEM; the system's CAs are the worker's own."""
     if context is None:
         return {"tls_verify": True, "tls_cadata": []}
     return {"tls_verify": context.verify_mode != ssl.CERT_NONE,
-            "tls_cadata": [bytes(c) for c in context.get_ca_certs(binary_form=True)]}
+            "tls_cadata": [ssl.DER_cert_to_PEM_cert(c) for c in context.get_ca_certs(binary_form=True)]}
 
 
 class LocustPool:
@@ -254,6 +255,7 @@ class LocustPool:
         self.sampling = sampling
         self.tls = tls
         self.resume_cursors = resume_cursors
+        self.warn: Callable[[str], None] = lambda text: None
         self._setup: Optional[dict[str, Any]] = None
         self._target_sent = False
         self._serial = 0
@@ -269,6 +271,11 @@ class LocustPool:
 
     def set_target(self, name: str, base_url: str, headers: dict[str, str], max_response_bytes: int) -> None:
         target = self.targets[name]
+        host = urlsplit(base_url).hostname or ""
+        if self.cluster.options.remote_workers and (host == "localhost" or host.startswith("127.") or host == "::1"):
+            what = "its managed server listens" if target.server is not None else "its URL points"
+            self.warn(f"target {name}: {what} on loopback ({base_url}): workers on other hosts will reach "
+                      "their own loopback, not this one")
         self._setup = {
             "name": name, "target": target.model_dump(mode="json"), "base_url": base_url, "headers": headers,
             "max_response_bytes": max_response_bytes, "sampling": self.sampling.model_dump(mode="json"),
@@ -376,6 +383,7 @@ class LocustSweep(Sweep):
         cluster.on_event = self._on_cluster_event
         pool = LocustPool(cluster, self.sc.load, {t.name: t for t in self.sc.targets}, self.dataset,
                           self.sc.sampling, self.tls, self.resume.cursors if self.resume is not None else {})
+        pool.warn = lambda text: self._on_cluster_event({"ev": "warning", "text": text})
         try:
             await pool.start()
         except ClusterError as e:

@@ -72,8 +72,8 @@ class TargetSetup:
         ssl_context = None
         if data["base_url"].startswith("https://"):
             ssl_context = client_context(verify=data.get("tls_verify", True))
-            for der in data.get("tls_cadata") or []:
-                ssl_context.load_verify_locations(cadata=der)
+            for pem in data.get("tls_cadata") or []:
+                ssl_context.load_verify_locations(cadata=pem)
         self.endpoint = GeventEndpoint(data["base_url"], data.get("headers") or {},
                                        max_response_bytes=data["max_response_bytes"], ssl_context=ssl_context)
         retries = data.get("retries")

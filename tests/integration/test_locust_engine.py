@@ -6,6 +6,7 @@ Every test checks that no master or worker outlives the sweep (``_children`` / `
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -273,3 +274,106 @@ def test_locust_engine_usage_errors_are_one_line(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = run_cli("locust-worker", "--help")
     assert proc.returncode == 0 and "--master" in proc.stdout and time.monotonic() - started < 10
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_worker_started_by_hand_joins_and_its_clock_is_measured(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--ttft-ms", "20", "--itl-ms", "2", "--output-tokens", "10")
+    scenario = write_scenario(tmp_path, {
+        "name": "locust-remote", "targets": [_sim_target(sim.url)], "sampling": {"max_tokens": 10},
+        "load": {"pattern": "concurrency", "levels": [4], "requests": 40},
+    })
+    port = _free_port()
+    out = tmp_path / "runs"
+    sweep = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(scenario), "--out", str(out), "--quiet",
+                              "--engine", "locust", "--workers", "1", "--remote-workers", "1",
+                              "--locust-bind", f"127.0.0.1:{port}"],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Another boot id: the master treats it as a host with its own clock and measures the offset.
+    remote = subprocess.Popen([sys.executable, "-m", "bench.cli", "locust-worker", "--master", f"127.0.0.1:{port}"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "BENCHBOX_BOOT_ID": "another-host"})
+    try:
+        stdout, stderr = sweep.communicate(timeout=120)
+        remote_out, _ = remote.communicate(timeout=30)  # the master's quit ends it
+    finally:
+        for proc in (sweep, remote):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert sweep.returncode == 0, stderr + stdout
+    assert remote.returncode == 0, remote_out
+    assert "waiting for 1 remote worker" in stdout and "loopback" in stdout
+    run_dir = only_run_dir(out)
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    workers = {w["pid"]: w for w in result["engine"]["workers"]}
+    assert remote.pid in workers and len(workers) == 2
+    synced = workers[remote.pid]
+    assert synced["rtt_ns"] is not None and synced["rtt_ns"] < 50_000_000
+    assert abs(synced["offset_ns"]) <= synced["rtt_ns"]  # same clock really: offset within the round trip
+    level = result["levels"][0]
+    assert level["requests"]["measured"] == level["requests"]["ok"] == 40
+    truth = sim.truth()
+    records = [r for r in load_records(run_dir) if r["phase"] == "measure"]
+    # Shifted records still line up with the simulator's clock within the offset estimate's error.
+    for r in records:
+        t = truth[r["request_id"]]
+        assert r["first_token_ns"] - t["chunk_ns"][0] > -synced["rtt_ns"] - 1_000_000
+    _assert_gone(_engine_pids(result))
+
+
+def test_an_unreachable_target_stops_every_worker(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--ttft-ms", "1", "--itl-ms", "1", "--output-tokens", "4", truth=False)
+    scenario = write_scenario(tmp_path, {
+        "name": "locust-down",
+        "targets": [_sim_target(sim.url), {"name": "down", "role": "candidate", "url": "http://127.0.0.1:9",
+                                           "model": "x", "timeout_s": 5}],
+        "sampling": {"max_tokens": 4},
+        "load": {"pattern": "concurrency", "levels": [2, 4], "duration_s": 7},
+    })
+    proc = run_cli("sweep", str(scenario), "--out", str(tmp_path / "runs"), "--quiet", "--engine", "locust",
+                   "--workers", "2", timeout=180)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    run_dir = only_run_dir(tmp_path / "runs")
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    down = [lv for lv in result["levels"] if lv["target"] == "down"]
+    assert len(down) == 1 and set(down[0]["requests"]["errors"]) == {"connect"}
+    assert any("down @ 2: endpoint unreachable" in n for n in result["notes"])
+    assert down[0]["requests"]["measured"] < 200  # refused connections pause; no busy loop of records
+    sim_levels = [lv for lv in result["levels"] if lv["target"] == "sim"]
+    assert len(sim_levels) == 2 and all(lv["requests"]["ok"] == lv["requests"]["measured"] for lv in sim_levels)
+    _assert_gone(_engine_pids(result))
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command")
+def test_https_targets_verify_certificates_on_workers(tmp_path: Path, start_sim) -> None:
+    from tests.integration.test_tls import TlsProxy, make_cert
+
+    sim = start_sim("--ttft-ms", "1", "--itl-ms", "1", "--output-tokens", "4", truth=False)
+    cert, key = make_cert(tmp_path)
+    proxy = TlsProxy(int(sim.url.rsplit(":", 1)[1]), cert, key)
+    try:
+        scenario = write_scenario(tmp_path, {
+            "name": "locust-tls",
+            "targets": [{"name": "secure", "role": "baseline", "url": f"https://127.0.0.1:{proxy.port}",
+                         "model": "sim-model", "timeout_s": 10}],
+            "sampling": {"max_tokens": 4},
+            "load": {"pattern": "concurrency", "levels": [2], "requests": 6},
+        })
+        args = ["--quiet", "--engine", "locust", "--workers", "2"]
+        refused = run_cli("sweep", str(scenario), "--out", str(tmp_path / "a"), *args)
+        trusted = run_cli("sweep", str(scenario), "--out", str(tmp_path / "b"), *args, "--ca-file", str(cert))
+    finally:
+        proxy.close()
+    assert refused.returncode == 0 and trusted.returncode == 0, refused.stderr + trusted.stderr
+    bad = load_records(only_run_dir(tmp_path / "a"))
+    assert bad and all(r["error"] == "connect" and "certificate" in r["error_detail"].lower() for r in bad)
+    good = load_records(only_run_dir(tmp_path / "b"))
+    assert len(good) == 6 and all(r["error"] is None for r in good)
