@@ -89,18 +89,20 @@ def summarize(loop_delay: dict[str, Any], send_lag: dict[str, Any], cpu_share: f
     }
 
 
-def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several workers' summaries of the same level: saturated if any worker was."""
-    if len(parts) == 1:
-        return parts[0]
-    reasons = [f"worker {i}: {r}" for i, p in enumerate(parts) for r in p["reasons"]]
+def merge_health(workers: list[dict[str, Any]], coordinator: dict[str, Any]) -> dict[str, Any]:
+    """``--workers``: the level is saturated if any worker was, or the coordinator (which
+    receives and accumulates every record) ran out of CPU. Worst-of figures at the top."""
+    reasons = [f"worker {i}: {r}" for i, p in enumerate(workers) for r in p["reasons"]]
+    if coordinator["cpu_share"] > CPU_LIMIT:
+        reasons.append(f"coordinator CPU {coordinator['cpu_share']:.0%} of a core > {CPU_LIMIT:.0%}")
     return {
-        "saturated": any(p["saturated"] for p in parts),
+        "saturated": bool(reasons),
         "reasons": reasons,
-        "cpu_share": round(max(p["cpu_share"] for p in parts), 3),
-        "workers": parts,
-        "loop_delay_ms": _worst(parts, "loop_delay_ms"),
-        "send_lag_ms": _worst(parts, "send_lag_ms"),
+        "cpu_share": round(max(p["cpu_share"] for p in workers), 3),
+        "loop_delay_ms": _worst(workers, "loop_delay_ms"),
+        "send_lag_ms": _worst(workers, "send_lag_ms"),
+        "workers": workers,
+        "coordinator_cpu_share": coordinator["cpu_share"],
     }
 
 

@@ -85,10 +85,13 @@ def rebuild_from_records(run_dir: Path) -> dict[str, Any]:
             previous = {}
     targets = previous.get("targets") or {}
     # Server/GPU metrics observed during a level are not in the records: carry them over.
-    observed = {(lv["target"], lv["level"]): lv["observed"] for lv in previous.get("levels", []) if "observed" in lv}
+    # So is the load generator's own health (bench/client_health.py).
+    carried = {(lv["target"], lv["level"]): lv for lv in previous.get("levels", [])}
     for lv in levels:
-        if (lv["target"], lv["level"]) in observed:
-            lv["observed"] = observed[(lv["target"], lv["level"])]
+        before = carried.get((lv["target"], lv["level"]), {})
+        for key in ("observed", "client"):
+            if key in before:
+                lv[key] = before[key]
     for name in manifest["targets"]:
         entry = targets.setdefault(name, {})
         entry["cold"] = cold_summary(r for r in records if r.target == name)

@@ -37,11 +37,15 @@ def arrival_offsets_ns(rate: float, arrival: str, seed: int) -> Iterator[int]:
 
 
 class RatePattern:
-    def __init__(self, rate: float, arrival: str = "poisson", seed: int = 0, max_in_flight: Optional[int] = None):
+    def __init__(self, rate: float, arrival: str = "poisson", seed: int = 0, max_in_flight: Optional[int] = None,
+                 shard: tuple[int, int] = (0, 1)):
         self.rate = rate
         self.arrival = arrival
         self.seed = seed
         self.max_in_flight = max_in_flight
+        # (w, N): this process sends arrivals w, w+N, ... of the one plan (``--workers N``), so the
+        # workers together send exactly the single-process arrival sequence.
+        self.shard = shard
 
     async def drive(self, send: Send, clock: Clock, window: LevelWindow) -> None:
         cap = asyncio.Semaphore(self.max_in_flight) if self.max_in_flight else None
@@ -55,7 +59,12 @@ class RatePattern:
                     cap.release()
 
         try:
+            part, parts = self.shard
             for seq, offset in enumerate(arrival_offsets_ns(self.rate, self.arrival, self.seed)):
+                if parts > 1:
+                    if seq % parts != part:
+                        continue
+                    seq //= parts  # the runner maps it back to the plan's index (seq * N + w)
                 scheduled = window.start_ns + offset
                 if window.stopped:
                     break

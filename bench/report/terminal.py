@@ -35,7 +35,8 @@ def render_result(result: dict[str, Any], console: Console) -> None:
         req = lv["requests"]
         err = lv.get("error_rate")
         row = [
-            lv["target"], f"{lv['level']:g}", f"{req['ok']}/{req['measured']}",
+            lv["target"], f"{lv['level']:g}" + ("*" if (lv.get("client") or {}).get("saturated") else ""),
+            f"{req['ok']}/{req['measured']}",
             "-" if err is None else f"{100 * err:.1f}",
             _ms(m["ttft_ms"]["p50"]), _ms(m["ttft_ms"]["p90"]), _ms(m["ttft_ms"]["p95"]),
             _ms(m["ttft_ms"]["p99"]),
@@ -49,6 +50,8 @@ def render_result(result: dict[str, Any], console: Console) -> None:
         table.add_row(*row)
     console.print(table)
     console.print("latencies in ms; load = concurrent users (concurrency) or req/s (rate)")
+    if any((lv.get("client") or {}).get("saturated") for lv in levels):
+        console.print("[yellow]* the load generator itself was saturated at this level (see notes)[/]")
     for lv in levels:  # failures by class: every failed request is counted, and how it failed
         req = lv["requests"]
         errors = ", ".join(f"{k} {v}" for k, v in (req.get("errors") or {}).items())
