@@ -25,6 +25,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import orjson
@@ -86,11 +87,13 @@ class WorkerPool:
                 await self.close()
                 raise WorkerError(f"worker {w.index} did not start: {msg.get('error')}")
 
-    def set_target(self, name: str, base_url: str, headers: dict[str, str], max_response_bytes: int) -> None:
-        """The scenario target ``name`` (workers read the rest of it from the scenario) at ``base_url``."""
+    def set_target(self, name: str, base_url: str, headers: dict[str, str], max_response_bytes: int,
+                   tls_flags: Optional[dict[str, Any]] = None) -> None:
+        """The scenario target ``name`` (workers read the rest of it from the scenario) at ``base_url``;
+        ``tls_flags``: the run's --insecure / --ca-file, from which workers build the same TLS context."""
         for w in self.workers:
             w.send({"op": "target", "name": name, "base_url": base_url, "headers": headers,
-                    "max_response_bytes": max_response_bytes})
+                    "max_response_bytes": max_response_bytes, "tls": tls_flags or {}})
 
     async def run_level(self, level: float, index: int, start_ns: int, sinks: list[Any]) -> list[dict[str, Any]]:
         """Run one level on every worker; records go to ``sinks`` as they arrive. Returns the
@@ -209,6 +212,13 @@ async def _worker_main(scenario_path: str, index: int, count: int, allow_paths: 
                     await endpoint.close()
                 target = next(t for t in sc.targets if t.name == job["name"])
                 endpoint = Endpoint(job["base_url"], job["headers"], max_response_bytes=job["max_response_bytes"])
+                if endpoint.ssl_context is not None:
+                    from bench.tls import target_contexts
+
+                    flags = job.get("tls") or {}
+                    contexts = target_contexts(loaded, bool(flags.get("insecure")),
+                                               Path(flags["ca_file"]) if flags.get("ca_file") else None)
+                    endpoint.ssl_context = contexts.get(target.name, endpoint.ssl_context)
                 runtime = TargetRuntime(target.name, target.model, endpoint, get_adapter(target.protocol, target),
                                         target.timeout_s)
                 runner = LevelRunner(runtime, dataset, sc.sampling, [emit], clock, retries=load.retries)
