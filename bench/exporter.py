@@ -27,6 +27,9 @@ levels are the scenario's own list.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+
 import logging
 import threading
 from typing import Any, Optional
@@ -52,6 +55,25 @@ METRIC_NAMES = frozenset({
     *(f"benchbox_{h}_seconds_{s}" for h in ("ttft", "itl", "e2e") for s in ("bucket", "sum", "count")),
 })
 _NS = 1e9  # divide, not multiply by 1e-9: correctly rounded (250_000_000 ns -> exactly 0.25 s)
+
+
+def observe_many(hist: Any, values: list[float]) -> None:
+    """``hist.observe(v)`` for each value, in one pass: a 256-token stream has 255 gaps, and
+    observe() costs ~2 us each (a linear bucket scan under a lock). Same result: each value
+    lands in the first bucket whose upper bound is >= it (bisect_left), the sum gets every value.
+    Falls back to observe() if prometheus_client's internals ever change shape."""
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            hist.observe(v)
+        return
+    counts = Tally(bisect_left(bounds, v) for v in values)
+    for index, n in counts.items():
+        if index < len(buckets):  # the last bound is +Inf, so every value has a bucket
+            buckets[index].inc(n)
+    total.inc(sum(values))
 
 
 def level_label(level: Optional[float]) -> str:
@@ -213,9 +235,8 @@ class LiveExporter:
                 series.ttft.observe((record.first_token_ns - record.sent_ns) / _NS)
             if record.end_ns:
                 series.e2e.observe((record.end_ns - record.sent_ns) / _NS)
-        observe = series.itl.observe
-        for i in range(1, len(chunks)):
-            observe((chunks[i] - chunks[i - 1]) / _NS)
+        if len(chunks) > 1:
+            observe_many(series.itl, [(b - a) / _NS for a, b in zip(chunks, chunks[1:])])
 
     def set_level(self, target: str, level: Optional[float]) -> None:
         """The level ``target`` runs now; ``None`` when it runs none (the series goes away).

@@ -442,3 +442,26 @@ def test_docker_files_agree() -> None:
     assert "host.docker.internal:9464" in jobs["benchbox"]["static_configs"][0]["targets"]
     assert jobs["vllm"]["static_configs"][0]["targets"] == ["vllm:8000"]
     assert "host.docker.internal:host-gateway" in services["prometheus"]["extra_hosts"]
+
+
+def test_observe_many_equals_observe_one_by_one():
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from bench.exporter import observe_many
+
+    bounds = (0.001, 0.005, 0.01, 0.05, 0.1, 1.0)
+    rng = random.Random(5)
+    values = [rng.choice([0.0, 0.001, 0.0049, 0.005, 0.02, 0.1, 0.5, 3.0, 99.0]) for _ in range(500)]
+    one = Histogram("one", "x", registry=CollectorRegistry(), buckets=bounds)
+    many = Histogram("many", "x", registry=CollectorRegistry(), buckets=bounds)
+    for v in values:
+        one.observe(v)
+    observe_many(many, values)
+
+    def samples(h):
+        return [(s.name.split("_", 1)[1], dict(s.labels).get("le"), round(s.value, 9))
+                for m in h.collect() for s in m.samples if not s.name.endswith("_created")]
+
+    assert samples(many) == samples(one)
