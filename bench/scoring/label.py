@@ -14,6 +14,7 @@ Parsing (on the NFKC-casefolded text):
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -25,7 +26,9 @@ from bench.scoring.normalize import is_punct, normalize_text
 _SEP = re.compile(r"[\s_\-]+")
 
 
+@lru_cache(maxsize=8192)
 def _canon(label: str) -> str:
+    # Cached: the same labels and references are canonicalized for every record of a run.
     return _SEP.sub("_", normalize_text(label)).strip("_")
 
 
@@ -90,17 +93,17 @@ class LabelScorer(BaseScorer):
     def __init__(self, config: Config, base_dir: Path):
         super().__init__(config, base_dir)
         self._fixed = _LabelSet(config.labels) if config.labels is not None else None
-        self._cache: dict[tuple[str, ...], _LabelSet] = {}
+        self._cache: dict[tuple[str, ...], Optional[_LabelSet]] = {}
 
     def _labels_for(self, meta: dict) -> Optional[_LabelSet]:
         if self._fixed is not None:
             return self._fixed
         raw = meta.get(self.config.labels_from_meta)
-        if not isinstance(raw, list) or not raw or not all(isinstance(x, str) and _canon(x) for x in raw):
+        if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
             return None
         key = tuple(raw)
         if key not in self._cache:
-            self._cache[key] = _LabelSet(list(raw))
+            self._cache[key] = _LabelSet(list(raw)) if all(_canon(x) for x in raw) else None
         return self._cache[key]
 
     def score(self, inp: ScoreInput) -> dict[str, Value]:
