@@ -7,6 +7,7 @@ server outruns any Python client) and drives it with several clients, each in it
                 parsing at all: what Python can do on this core;
 - ``aiohttp``   aiohttp + line iteration + orjson per event (the usual "fast" Python client);
 - ``endpoint``  benchbox's hot path alone (bench.client.Endpoint + adapter), text captured;
+- ``endpoint-fullparse`` the same without the plain-delta shortcut (every event through parse_event);
 - ``engine``    the whole `benchbox sweep` (runner, records.jsonl, histograms, live stats);
 - ``engine-w2`` the same with `--workers 2` (one process per core; sim then shares a core).
 
@@ -140,12 +141,14 @@ async def client_aiohttp(url: str, concurrency: int, seconds: float) -> dict:
     return {"requests": done, "tokens": tokens}
 
 
-async def client_endpoint(url: str, concurrency: int, seconds: float) -> dict:
+async def client_endpoint(url: str, concurrency: int, seconds: float, shortcut: bool = True) -> dict:
     from bench.adapters.openai_chat import OpenAIChatAdapter
     from bench.client import Endpoint
     from bench.records import RequestRecord
     endpoint = Endpoint(url)
     adapter = OpenAIChatAdapter()
+    if not shortcut:  # the alternative: every event through the adapter's full parse_event
+        adapter.fast_content = None  # type: ignore[assignment]
     body = request_body()
     done = tokens = errors = 0
     deadline = time.monotonic() + seconds
@@ -169,7 +172,12 @@ async def client_endpoint(url: str, concurrency: int, seconds: float) -> dict:
     return {"requests": done, "tokens": tokens, "errors": errors}
 
 
-CLIENTS = {"ceiling": client_ceiling, "aiohttp": client_aiohttp, "endpoint": client_endpoint}
+async def client_endpoint_full_parse(url: str, concurrency: int, seconds: float) -> dict:
+    return await client_endpoint(url, concurrency, seconds, shortcut=False)
+
+
+CLIENTS = {"ceiling": client_ceiling, "aiohttp": client_aiohttp, "endpoint-fullparse": client_endpoint_full_parse,
+           "endpoint": client_endpoint}
 
 
 def run_client_process(name: str, url: str, concurrency: int, seconds: float) -> None:
@@ -319,7 +327,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--clients", nargs="+", default=["ceiling", "aiohttp", "endpoint", "engine", "engine-w2"])
+    ap.add_argument("--clients", nargs="*",
+                    default=["ceiling", "aiohttp", "endpoint-fullparse", "endpoint", "engine", "engine-w2"])
     ap.add_argument("--memory-streams", type=int, default=1024)
     ap.add_argument("--accuracy", action="store_true", help="also TTFT/ITL error vs truth at 16/256/1024 streams")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "client_speed.json")
@@ -339,7 +348,7 @@ def main() -> None:
         if "failed" in row:
             print(f"{name:<10} failed: {row['failed']}")
         else:
-            print(f"{row['client']:<10} {row['requests_per_s']:>9.1f} req/s {row['tokens_per_s']:>10,} tok/s "
+            print(f"{row['client']:<18} {row['requests_per_s']:>9.1f} req/s {row['tokens_per_s']:>10,} tok/s "
                   f"{row['cpu_ms_per_1k_tokens']:>7} ms CPU/1k tok  errors {row['errors']}"
                   + (f"  saturated={row['client_saturated']}" if row.get("client_saturated") is not None else ""))
     memory = measure_stream_memory(args.memory_streams) if args.memory_streams else None
