@@ -3,8 +3,8 @@
 Two measurements, each through the real ``benchbox sweep`` CLI against ``benchbox sim``:
 
 1. **Agreement** - one scenario (closed loop, ``--users`` streams, simulator TTFT 100 ms,
-   ITL 10 ms, 128 tokens) run by ``--engine asyncio`` and by ``--engine locust --workers N``,
-   alternating ``--rounds`` times. Reported: each run's TTFT p50/p99 (benchbox's merged
+   ITL 10 ms, 128 tokens) run by ``--engine asyncio`` and by ``--engine locust`` with one and
+   with ``--locust-workers`` workers, alternating, ``--rounds`` times. Reported: each run's TTFT p50/p99 (benchbox's merged
    result), the same percentiles of the simulator's own truth log (request parsed -> first
    token written; CLOCK_MONOTONIC is shared on one host), and the engines' difference.
 2. **Throughput** - the simulator with zero delays (each 32-token stream in one write) and
@@ -14,7 +14,7 @@ Two measurements, each through the real ``benchbox sweep`` CLI against ``benchbo
 Not part of the test suite. The numbers depend on the host; on a small shared machine the
 simulator, the sweep process, the Locust master and its workers all compete for the same cores.
 
-    python benchmarks/engines.py [--users 16] [--requests 160] [--rounds 2] [--levels 64 256]
+    python benchmarks/engines.py [--users 16] [--requests 400] [--rounds 2] [--levels 64 256]
 """
 
 from __future__ import annotations
@@ -98,7 +98,10 @@ def agreement(work: Path, users: int, requests: int, rounds: int, workers: int) 
         scenario = write_scenario(work, f"agree-{users}", url, 128, {
             "pattern": "concurrency", "levels": [users], "requests": requests, "warmup": {"requests": users}})
         for r in range(rounds):
-            for label, args in (("asyncio", []), (f"locust x{workers}", ["--engine", "locust", "--workers", str(workers)])):
+            configs = [("asyncio", []), ("locust x1", ["--engine", "locust", "--workers", "1"])]
+            if workers > 1:
+                configs.append((f"locust x{workers}", ["--engine", "locust", "--workers", str(workers)]))
+            for label, args in configs:
                 run_dir, wall = sweep(scenario, work / "runs", args)
                 level = load_json(run_dir / "result.json")["levels"][0]
                 truth = {}
@@ -150,7 +153,7 @@ def throughput(work: Path, levels: list[int], seconds: float, configs: list[tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=160)
+    parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--locust-workers", type=int, default=2)
     parser.add_argument("--levels", type=int, nargs="+", default=[64, 256])
@@ -173,10 +176,15 @@ def main() -> None:
                   f"{r['saturated']}")
         diffs = []
         for rnd in range(args.rounds if agree else 0):
-            a, b = [r for r in agree if r["round"] == rnd]
-            diffs.append({"round": rnd, "p50": round(b["ttft_p50"] - a["ttft_p50"], 3),
-                          "p99": round(b["ttft_p99"] - a["ttft_p99"], 3)})
-            print(f"round {rnd}: locust - asyncio: TTFT p50 {diffs[-1]['p50']:+.2f} ms, p99 {diffs[-1]['p99']:+.2f} ms")
+            base, *others = [r for r in agree if r["round"] == rnd]
+            for o in others:
+                diffs.append({"round": rnd, "engine": o["engine"], "p50": round(o["ttft_p50"] - base["ttft_p50"], 3),
+                              "p99": round(o["ttft_p99"] - base["ttft_p99"], 3)})
+                print(f"round {rnd}: {o['engine']} - asyncio: TTFT p50 {diffs[-1]['p50']:+.2f} ms, "
+                      f"p99 {diffs[-1]['p99']:+.2f} ms")
+        if diffs:
+            worst = max(max(abs(d["p50"]), abs(d["p99"])) for d in diffs)
+            print(f"largest |difference| over rounds: {worst:.2f} ms")
         tput: list[dict[str, Any]] = []
         if not args.skip_throughput:
             n = args.locust_workers

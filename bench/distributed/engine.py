@@ -111,7 +111,21 @@ class LocustCluster:
         if o.remote_workers:
             self.say(f"locust master on {o.bind_host}:{self.port}: waiting for {o.remote_workers} remote worker(s) "
                      f"(benchbox locust-worker --master HOST:{self.port})")
-        await self._expect(("ready",), READY_TIMEOUT_S, f"{expect} Locust worker(s) did not connect")
+        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
+        while True:
+            try:
+                await self.wait_event(lambda e: e["ev"] == "ready", 0.5)
+                return
+            except asyncio.TimeoutError:
+                pass
+            for k, w in enumerate(self.workers):
+                if w.returncode is not None:
+                    log = self.run_dir / f"locust-worker-{k}.log"
+                    raise ClusterError(f"Locust worker {k} exited (code {w.returncode}); last log lines:\n"
+                                       f"{tail_file(log, 8)}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise ClusterError(f"{expect} Locust worker(s) did not connect within {READY_TIMEOUT_S:g} s "
+                                   f"(log: {self.master_log})")
 
     async def _expect(self, kinds: tuple[str, ...], timeout_s: float, what: str) -> dict[str, Any]:
         try:
@@ -269,7 +283,10 @@ class LocustPool:
     async def start(self) -> None:
         await self.cluster.start()
 
-    def set_target(self, name: str, base_url: str, headers: dict[str, str], max_response_bytes: int) -> None:
+    def set_target(self, name: str, base_url: str, headers: dict[str, str], max_response_bytes: int,
+                   tls_flags: Optional[dict[str, Any]] = None) -> None:
+        """The target for the next levels. TLS comes from the sweep's own context for the target
+        (which already applies --insecure / --ca-file), so ``tls_flags`` is not needed here."""
         target = self.targets[name]
         host = urlsplit(base_url).hostname or ""
         if self.cluster.options.remote_workers and (host == "localhost" or host.startswith("127.") or host == "::1"):

@@ -30,7 +30,7 @@ from bench.adapters.base import Adapter
 from bench.client import DEFAULT_MAX_RESPONSE_BYTES, Exchange, HttpConnection
 from bench.records import RequestRecord
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024  # below glibc's mmap threshold: no mmap/munmap per read
 
 
 class _Done:

@@ -89,6 +89,8 @@ class TargetSetup:
         key = (item.id, repeat)
         body = self._bodies.get(key)
         if body is None:
+            if len(self._bodies) >= 4 * len(self.items):  # long runs: repeats would grow it forever
+                self._bodies.clear()
             body = self._bodies[key] = self.helper.body_for(item, repeat)
         return item.id, repeat, body
 

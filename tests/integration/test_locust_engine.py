@@ -161,7 +161,7 @@ def test_a_lost_worker_is_reported_and_its_records_kept(tmp_path: Path, start_si
         "name": "locust-loss",
         "targets": [_sim_target(sim.url)],
         "sampling": {"max_tokens": 20},
-        "load": {"pattern": "concurrency", "levels": [4, 6], "duration_s": 9},
+        "load": {"pattern": "concurrency", "levels": [4, 6], "duration_s": 7},
     })
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(scenario), "--out", str(out), "--quiet",
@@ -336,7 +336,7 @@ def test_an_unreachable_target_stops_every_worker(tmp_path: Path, start_sim) -> 
         "targets": [_sim_target(sim.url), {"name": "down", "role": "candidate", "url": "http://127.0.0.1:9",
                                            "model": "x", "timeout_s": 5}],
         "sampling": {"max_tokens": 4},
-        "load": {"pattern": "concurrency", "levels": [2, 4], "duration_s": 7},
+        "load": {"pattern": "concurrency", "levels": [2], "duration_s": 6},
     })
     proc = run_cli("sweep", str(scenario), "--out", str(tmp_path / "runs"), "--quiet", "--engine", "locust",
                    "--workers", "2", timeout=180)
@@ -348,7 +348,7 @@ def test_an_unreachable_target_stops_every_worker(tmp_path: Path, start_sim) -> 
     assert any("down @ 2: endpoint unreachable" in n for n in result["notes"])
     assert down[0]["requests"]["measured"] < 200  # refused connections pause; no busy loop of records
     sim_levels = [lv for lv in result["levels"] if lv["target"] == "sim"]
-    assert len(sim_levels) == 2 and all(lv["requests"]["ok"] == lv["requests"]["measured"] for lv in sim_levels)
+    assert len(sim_levels) == 1 and all(lv["requests"]["ok"] == lv["requests"]["measured"] for lv in sim_levels)
     _assert_gone(_engine_pids(result))
 
 
@@ -377,3 +377,45 @@ def test_https_targets_verify_certificates_on_workers(tmp_path: Path, start_sim)
     assert bad and all(r["error"] == "connect" and "certificate" in r["error_detail"].lower() for r in bad)
     good = load_records(only_run_dir(tmp_path / "b"))
     assert len(good) == 6 and all(r["error"] is None for r in good)
+
+
+def test_every_fault_is_the_same_classified_record_on_workers(tmp_path: Path, start_sim) -> None:
+    """The chaos simulator's faults, mixed, through the gevent client: each record gets its own
+    fault's class (the same table as the asyncio engine's), kept-alive connections closed under
+    a request are resent once, and retries under a policy are records per attempt."""
+    from tests.integration.test_chaos import EXPECTED, FAST
+
+    modes = ["http_500", "http_429", "abort", "reset", "truncate", "stall", "malformed_json", "error_event",
+             "oversize", "bad_utf8", "close", "drop_idle"]
+    sim = start_sim(*FAST, "--chaos", ",".join(f"{m}=0.06" for m in modes))
+    scenario = write_scenario(tmp_path, {
+        "name": "locust-chaos",
+        "targets": [{**_sim_target(sim.url), "timeout_s": 0.5, "max_response_bytes": 65536}],
+        "sampling": {"max_tokens": 8},
+        "load": {"pattern": "concurrency", "levels": [3], "requests": 72,
+                 "retries": {"max": 1, "on": [429], "backoff_s": 0.01, "respect_retry_after": False}},
+        "observability": {"scrape_server_metrics": False},
+    })
+    proc = run_cli("sweep", str(scenario), "--out", str(tmp_path / "runs"), "--quiet", "--engine", "locust",
+                   "--workers", "2")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    run_dir = only_run_dir(tmp_path / "runs")
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    records = load_records(run_dir)
+    assert len([r for r in records if not r["retried"]]) == 72
+    assert wait_for(lambda: {r["request_id"] for r in records} <= set(sim.truth()), timeout=10)
+    truth = sim.truth()
+    drawn = set()
+    for r in records:
+        fault = truth[r["request_id"]]["fault"]
+        drawn.add(fault)
+        if r["retried"]:
+            assert fault == "http_429" and r["error"] == "http_429"
+            continue
+        assert r["error"] == EXPECTED[fault], (fault, r["error"], r["error_detail"])
+    assert len(drawn - {"none"}) >= 10, drawn
+    retried = [r for r in records if r["retried"]]
+    assert retried and all(any(x["request_id"] == r["request_id"] + "-a2" for x in records) for r in retried)
+    level = result["levels"][0]
+    assert level["requests"]["measured"] == 72
+    _assert_gone(_engine_pids(result))
