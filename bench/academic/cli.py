@@ -37,7 +37,7 @@ def academic_main(scenario_file: str, run_dir: Optional[Path], out_dir: Path, sk
 
     from bench.academic import lmeval
     from bench.academic.perplexity import AcademicError
-    from bench.academic.run import EXIT_USAGE, run_academic
+    from bench.academic.run import run_academic
     from bench.academic.spec import AcademicSpec
     from bench.cli import _load, fail
     from bench.results import build_result, write_json_atomic
@@ -49,6 +49,7 @@ def academic_main(scenario_file: str, run_dir: Optional[Path], out_dir: Path, sk
     if spec.lmeval and "lmeval" not in skip and (why := lmeval.missing()):
         fail(f"{loaded.path}: academic.lmeval: {why}; or run with --skip lmeval")
     result: dict[str, Any] = {}
+    created = run_dir is None
     if run_dir is not None:
         if not (run_dir / "manifest.json").is_file():
             fail(f"{run_dir}: not a benchbox run directory (manifest.json expected)")
@@ -69,6 +70,13 @@ def academic_main(scenario_file: str, run_dir: Optional[Path], out_dir: Path, sk
         fail(str(e))
     result["academic"] = outcome.section
     write_json_atomic(run_dir / "result.json", result)
+    if created:  # the report's size and facts columns read the manifest's model facts
+        for name, e in ((outcome.section.get("llamacpp") or {}).get("targets") or {}).items():
+            if name in manifest.get("targets", {}) and e.get("size_bytes"):
+                manifest["targets"][name]["server"] = {"model_facts": {
+                    "file": e.get("model"), "size_bytes": e["size_bytes"], "sha256": e.get("model_sha256"),
+                    "quantization": e.get("quantization")}}
+        write_json_atomic(run_dir / "manifest.json", manifest)
     from bench.academic.report import render_terminal
     from bench.report.html import write_report
 
@@ -79,7 +87,7 @@ def academic_main(scenario_file: str, run_dir: Optional[Path], out_dir: Path, sk
         click.echo(f"benchbox: error: {line}", err=True)
     click.echo(f"report: {write_report(run_dir)}")
     click.echo(f"result: {run_dir / 'result.json'} (academic)")
-    return outcome.code if outcome.code != EXIT_USAGE or outcome.refusals else outcome.code
+    return outcome.code
 
 
 def new_run_dir(loaded: Any, dataset: Any, out_dir: Path) -> Path:

@@ -63,8 +63,8 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
             if _same_numbers(cands[a], cands[b]):
                 same_sha = cands[a].get("model_sha256") == cands[b].get("model_sha256")
                 why = ("the same file" if same_sha else
-                       "different files whose tensors came out the same (a file-type label differs, the weights "
-                       "do not: llama.cpp fell back to the same types for rows it could not quantize as asked)")
+                       "different files, most likely holding the same tensors under different file-type labels "
+                       "(llama.cpp falls back to the same types for rows it cannot quantize as asked)")
                 out.append({"kind": "identical", "targets": f"{a},{b}",
                             "text": f"{a} and {b} give identical perplexity, KLD and same-top rate: {why}."})
     # The label's nominal bits against the measured distance.

@@ -31,6 +31,13 @@ def _pct_pm(v: Any, e: Any) -> str:
     return rate(v, 1) + (f" ± {100 * e:.1f}" if finite(e) and finite(v) else "")
 
 
+def _delta(d: Any) -> str:
+    """Relative perplexity change: '+38.4%', or '×2,254' once the ratio passes 10."""
+    if not finite(d):
+        return "–"
+    return f"×{d + 1:,.0f}" if d + 1 >= 10 else f"{100 * d:+.1f}%"
+
+
 def fidelity_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per llama.cpp target (baseline first): the numbers both renderers show."""
     targets = _g(section, "llamacpp", "targets") or {}
@@ -38,7 +45,11 @@ def fidelity_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
     base = next((e for e in targets.values() if e.get("role") == "baseline"), {})
     base_ppl = _g(base, "ppl", "value")
     rows = []
-    for name, e in sorted(targets.items(), key=lambda kv: (kv[1].get("role") != "baseline", kv[0])):
+    def order(kv: tuple[str, dict[str, Any]]) -> tuple[bool, float, str]:  # baseline, then closest first
+        k = _g(kv[1], "kld", "mean")
+        return kv[1].get("role") != "baseline", k if finite(k) else math.inf, kv[0]
+
+    for name, e in sorted(targets.items(), key=order):
         ppl = _g(e, "ppl", "value")
         ref = _g(e, "ppl_base", "value") or base_ppl
         q = _g(cmp_rows, name, "quality") or {}
@@ -80,7 +91,7 @@ def section_html(section: dict[str, Any], color: dict[str, str], dot: Any) -> st
             lm = _pm(r["lmeval"], r["lmeval_err"], ".3f") if finite(r["lmeval"]) else "–"
             cells = [dot(r["name"]), esc(r["role"] or ""), esc(r["quantization"] or "–"), bytes_h(r["size_bytes"]),
                      _pm(r["ppl"], r["ppl_err"], ".2f"),
-                     f"{100 * r['ppl_delta']:+.1f}%" if finite(r["ppl_delta"]) else "–",
+                     _delta(r["ppl_delta"]),
                      _pm(r["kld"], r["kld_err"]), num(r["kld_p99"], ".3f"), _pct_pm(r["same_top"], r["same_top_err"]),
                      rate(r["rms_dp"]), rate(r["agreement"]), flips, lm]
             if r["error"]:
@@ -172,7 +183,7 @@ def render_terminal(section: dict[str, Any]) -> None:
         for r in rows:
             t.add_row(r["name"], r["role"] or "", r["quantization"] or "", bytes_h(r["size_bytes"]),
                       _pm(r["ppl"], r["ppl_err"], ".2f") if not r["error"] else f"error: {r['error'][:60]}",
-                      f"{100 * r['ppl_delta']:+.1f}%" if finite(r["ppl_delta"]) else "–",
+                      _delta(r["ppl_delta"]),
                       _pm(r["kld"], r["kld_err"]), _pct_pm(r["same_top"], r["same_top_err"]),
                       rate(r["agreement"]), f"{r['r2w']}/{r['w2r']}" if r["r2w"] is not None else "–",
                       _pm(r["lmeval"], r["lmeval_err"], ".3f") if finite(r["lmeval"]) else "–")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -37,7 +38,7 @@ class Outcome:
 
 def heldout_text(loaded: LoadedScenario, spec: AcademicSpec) -> tuple[Path, str]:
     """(path, sha256) of the held-out text; AcademicError if it is missing or too short to score."""
-    path = loaded.resolve(spec.text) if spec.text else DEFAULT_TEXT
+    path = Path(os.path.normpath(loaded.resolve(spec.text))) if spec.text else DEFAULT_TEXT
     try:
         raw = path.read_bytes()
     except OSError:
