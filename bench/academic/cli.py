@@ -23,11 +23,12 @@ PARTS = ("llamacpp", "endpoint", "lmeval")
 @click.option("--out", "out_dir", default="runs", show_default=True,
               help="parent folder of the new run directory (without --run)")
 @click.option("--skip", "skip", multiple=True, type=click.Choice(PARTS),
-              help="leave a part out: llamacpp (perplexity/KLD), endpoint (probe, endpoint perplexity), lmeval")
+              help="leave a part out: llamacpp (perplexity/KLD), endpoint (probe, endpoint perplexity), "
+                   "lmeval")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="llama-perplexity threads")
 def academic_command(scenario_file: str, run_dir: Optional[Path], out_dir: str, skip: tuple[str, ...],
                      threads: Optional[int]) -> None:
-    """Perplexity, KL divergence and lm-eval tasks beside the product numbers (informational, never a gate)."""
+    """Perplexity, KL divergence and lm-eval tasks beside the product numbers (informational)."""
     sys.exit(academic_main(scenario_file, run_dir, Path(out_dir), frozenset(skip), threads))
 
 

@@ -63,15 +63,16 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
             if _same_numbers(cands[a], cands[b]):
                 same_sha = cands[a].get("model_sha256") == cands[b].get("model_sha256")
                 why = ("the same file" if same_sha else
-                       "different files, most likely holding the same tensors under different file-type labels "
-                       "(llama.cpp falls back to the same types for rows it cannot quantize as asked)")
+                       "different files, most likely holding the same tensors under different file-type "
+                       "labels (llama.cpp falls back to the same types for rows it cannot quantize as asked)")
                 out.append({"kind": "identical", "targets": f"{a},{b}",
                             "text": f"{a} and {b} give identical perplexity, KLD and same-top rate: {why}."})
     # The label's nominal bits against the measured distance.
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             ea, eb = cands[a], cands[b]
-            ba, bb = NOMINAL_BPW.get(str(ea.get("quantization"))), NOMINAL_BPW.get(str(eb.get("quantization")))
+            ba = NOMINAL_BPW.get(str(ea.get("quantization")))
+            bb = NOMINAL_BPW.get(str(eb.get("quantization")))
             if ba is None or bb is None or ba == bb or _same_numbers(ea, eb):
                 continue
             lo, hi = (a, b) if ba < bb else (b, a)  # lo: fewer nominal bits, expected further away
@@ -81,10 +82,11 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
                 sizes = "".join(f" {n} {cands[n]['size_bytes'] / 1e6:.1f} MB;" for n in (lo, hi)
                                 if _fin(cands[n].get("size_bytes")))
                 out.append({"kind": "label_order", "targets": f"{lo},{hi}",
-                            "text": f"{lo} ({cands[lo].get('quantization')}) is closer to the baseline than {hi} "
-                                    f"({cands[hi].get('quantization')}) despite fewer nominal bits (KLD "
-                                    f"{k_lo['mean']:.4f} vs {k_hi['mean']:.4f});{sizes} the file-type name is a "
-                                    "promise that tensor fallbacks can break: judge by the measurement."})
+                            "text": f"{lo} ({cands[lo].get('quantization')}) is closer to the baseline than "
+                                    f"{hi} ({cands[hi].get('quantization')}) despite fewer nominal bits (KLD "
+                                    f"{k_lo['mean']:.4f} vs {k_hi['mean']:.4f});{sizes} the file-type "
+                                    "name is a promise that tensor fallbacks can break: judge by the "
+                                    "measurement."})
     for n in names:
         e, q = cands[n], quality_view(quality, n)
         kld = e["kld"]["mean"]
@@ -98,9 +100,9 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
                                   "believe the quality pass."})
         elif kld >= HIGH_KLD and _fin(agree) and agree >= HIGH_AGREEMENT and not dropped:
             out.append({"kind": "disagree", "targets": n,
-                        "text": f"{n}: high KLD ({kld:.4f} nats) yet {agree:.0%} agreement with the baseline and no "
-                                "significant drop: this task is robust to the damage (or too easy to show it); "
-                                "do not carry that to other tasks."})
+                        "text": f"{n}: high KLD ({kld:.4f} nats) yet {agree:.0%} agreement with the baseline "
+                                "and no significant drop: this task is robust to the damage (or too easy to "
+                                "show it); do not carry that to other tasks."})
         elif q and kld >= HIGH_KLD and dropped:
             out.append({"kind": "agree", "targets": n,
                         "text": f"{n}: high KLD ({kld:.4f} nats) and a significant drop in the quality pass: "
@@ -117,7 +119,7 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
             noise = 2 * math.hypot(b.get("stderr") or 0.0, c.get("stderr") or 0.0)
             if _fin(d_q) and abs(d_lm) > noise and d_lm * d_q < 0:
                 out.append({"kind": "disagree", "targets": n,
-                            "text": f"{n}: lm-eval {c.get('metric')} moves {d_lm:+.3f} against the baseline while "
-                                    f"the quality pass moves {d_q:+.3f}: the benchmark task and the product task "
-                                    "disagree on direction."})
+                            "text": f"{n}: lm-eval {c.get('metric')} moves {d_lm:+.3f} against the baseline "
+                                    f"while the quality pass moves {d_q:+.3f}: the benchmark task and the "
+                                    "product task disagree on direction."})
     return out

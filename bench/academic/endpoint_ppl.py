@@ -38,7 +38,7 @@ class Probe:
     reason: str
     prompt_tokens: Optional[int] = None   # as the server counted them (usage), None if it did not say
     prompt_logprobs: int = 0              # prompt positions that came back with a log-probability
-    shape: str = "unknown"                # "completions" (tokens/token_logprobs) | "content" (llama-server) | ...
+    shape: str = "unknown"                # "completions" (token_logprobs) | "content" (llama-server) | ...
     detail: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,7 +74,8 @@ def post_json(base_url: str, path: str, body: dict[str, Any], headers: dict[str,
     return data
 
 
-def prompt_positions(response: dict[str, Any], prompt: str) -> tuple[str, Optional[int], list[Optional[float]]]:
+def prompt_positions(response: dict[str, Any],
+                     prompt: str) -> tuple[str, Optional[int], list[Optional[float]]]:
     """(response shape, server's prompt token count, the logprobs of the prompt's positions).
 
     With echo honoured (``tokens``/``token_logprobs``/``text_offset``), prompt positions are those whose
@@ -122,8 +123,8 @@ def judge_probe(response: dict[str, Any], prompt: str = PROBE_PROMPT) -> Probe:
         why = "it did not echo the prompt"
     else:
         why = f"it returned {got} prompt-token logprobs"
-    return Probe(False, f"no prompt logprobs: asked for echo + logprobs on a {said}, {why}; "
-                        "loglikelihood numbers (perplexity, multiple-choice tasks) would be silently at chance",
+    return Probe(False, f"no prompt logprobs: asked for echo + logprobs on a {said}, {why}; loglikelihood "
+                        "numbers (perplexity, multiple-choice tasks) would be silently at chance",
                  n_prompt, got, shape)
 
 
@@ -145,7 +146,8 @@ def windows(text: str, max_chars: int = 1500) -> list[str]:
         sentences = [para] if len(para) <= max_chars else re.split(r"(?<=[.!?])\s+", para)
         for i, sentence in enumerate(sentences):
             for j in range(0, len(sentence), max_chars):
-                units.append(("\n\n" if i == 0 and j == 0 else " " if j == 0 else "", sentence[j:j + max_chars]))
+                units.append(("\n\n" if i == 0 and j == 0 else " " if j == 0 else "",
+                              sentence[j:j + max_chars]))
     out: list[str] = []
     current = ""
     for sep, unit in units:

@@ -55,7 +55,8 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def cached_baseline(key: dict[str, Any], cache: Optional[Path] = None) -> Optional[tuple[Path, dict[str, Any]]]:
+def cached_baseline(key: dict[str, Any],
+                    cache: Optional[Path] = None) -> Optional[tuple[Path, dict[str, Any]]]:
     """(logits file, baseline perplexity) if a complete cache entry with this exact key exists."""
     path = logits_path(key, cache)
     try:
@@ -67,8 +68,8 @@ def cached_baseline(key: dict[str, Any], cache: Optional[Path] = None) -> Option
     return path, side["perplexity"]
 
 
-def baseline_logits(model: Path, model_sha256: str, tool: Tool, log_path: Path,
-                    say: Optional[Say] = None, cache: Optional[Path] = None) -> tuple[Path, dict[str, Any], bool]:
+def baseline_logits(model: Path, model_sha256: str, tool: Tool, log_path: Path, say: Optional[Say] = None,
+                    cache: Optional[Path] = None) -> tuple[Path, dict[str, Any], bool]:
     """(logits file, the baseline's perplexity, came from cache?). Runs the baseline once per key."""
     key = logits_key(model_sha256, tool)
     hit = cached_baseline(key, cache)
@@ -121,7 +122,8 @@ def fidelity(baseline: Optional[tuple[str, Path, str]], candidates: list[tuple[s
     if baseline is not None:
         name, model, sha = baseline
         try:
-            logits, ppl, cached = baseline_logits(model, sha, tool, log_dir / f"perplexity-{name}.log", say, cache)
+            logits, ppl, cached = baseline_logits(model, sha, tool, log_dir / f"perplexity-{name}.log", say,
+                                                  cache)
             targets[name] = {"role": "baseline", "model": model.name, "model_sha256": sha,
                              "ppl": {"value": ppl["ppl"], "err": ppl["ppl_err"]}, "chunks": ppl.get("chunks"),
                              "n_ctx": ppl.get("n_ctx"), "logits_cached": cached, "logits_file": str(logits)}

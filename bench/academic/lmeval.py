@@ -66,9 +66,10 @@ def task_types(include_path: Path, tasks: list[str]) -> dict[str, str]:
     return {t: found[t] for t in tasks}
 
 
-def lmeval_cmd(protocol: str, base_url: str, model: str, tasks: list[str], include_path: Path, output_dir: Path,
-               *, limit: Optional[int] = None, num_concurrent: int = 1, timeout_s: float = 120.0,
-               loglikelihood: bool = False, python: str = sys.executable) -> list[str]:
+def lmeval_cmd(protocol: str, base_url: str, model: str, tasks: list[str], include_path: Path,
+               output_dir: Path, *, limit: Optional[int] = None, num_concurrent: int = 1,
+               timeout_s: float = 120.0, loglikelihood: bool = False,
+               python: str = sys.executable) -> list[str]:
     """The argv. ``loglikelihood``: a task needs prompt logprobs, so the completions endpoint is used even
     for a chat target (the probe has said it echoes), with lm-eval's tokenizer auto-detection."""
     chat = protocol == "openai-chat" and not loglikelihood
@@ -77,7 +78,8 @@ def lmeval_cmd(protocol: str, base_url: str, model: str, tasks: list[str], inclu
             f"num_concurrent={num_concurrent}", "max_retries=2", f"timeout={int(max(1, timeout_s))}"]
     if not loglikelihood:
         args += ["tokenized_requests=False"] + ([] if chat else ["tokenizer_backend=None"])
-    cmd = [python, "-m", "lm_eval", "run", "--model", "local-chat-completions" if chat else "local-completions",
+    cmd = [python, "-m", "lm_eval", "run", "--model",
+           "local-chat-completions" if chat else "local-completions",
            "--model_args", ",".join(args), "--tasks", ",".join(tasks), "--include_path", str(include_path),
            "--output_path", str(output_dir), "--log_samples", "--seed", "0"]
     if chat:
@@ -87,12 +89,14 @@ def lmeval_cmd(protocol: str, base_url: str, model: str, tasks: list[str], inclu
     return cmd
 
 
-def lmeval_env(api_key: Optional[str], hf_home: Path, base: Optional[dict[str, str]] = None) -> dict[str, str]:
+def lmeval_env(api_key: Optional[str], hf_home: Path,
+               base: Optional[dict[str, str]] = None) -> dict[str, str]:
     """The subprocess environment: offline Hugging Face libraries with their own cache, and the target's API
     key as OPENAI_API_KEY (lm-eval's local-* models read it) or none: a key meant for another service is
     never sent to this endpoint."""
     env = dict(os.environ if base is None else base)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(hf_home), TOKENIZERS_PARALLELISM="false",
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(hf_home),
+               TOKENIZERS_PARALLELISM="false",
                HF_HUB_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore")
     env.pop("OPENAI_API_KEY", None)
     if api_key:
@@ -141,5 +145,6 @@ def parse_results(data: dict[str, Any]) -> dict[str, Any]:
             metrics.setdefault(name, {})["stderr" if stderr else "value"] = value
         n = (data.get("n-samples") or {}).get(task, {})
         tasks[task] = {"metrics": metrics, "n": n.get("effective", res.get("sample_len")),
-                       "n_shot": (data.get("n-shot") or {}).get(task), "version": (data.get("versions") or {}).get(task)}
+                       "n_shot": (data.get("n-shot") or {}).get(task),
+                       "version": (data.get("versions") or {}).get(task)}
     return {"tasks": tasks, "lm_eval_version": data.get("lm_eval_version")}

@@ -108,7 +108,8 @@ def parse_perplexity(text: str) -> dict[str, Any]:
     return {"ppl": _f(m[1]), "ppl_err": _f(m[2]), **_shape(text)}
 
 
-# "Mean PPL(Q)                   : 128.200984 ±   7.691900" · "99.9%   KLD:   2.977620" · "Same top p: 55.192 ± 0.904 %"
+# "Mean PPL(Q)                   : 128.200984 ±   7.691900" · "99.9%   KLD:   2.977620"
+# "Same top p: 55.192 ± 0.904 %"
 _ROW = re.compile(rf"^\s*(?P<label>[^:\n]*?)\s*:\s*(?P<v>{_NUM})\s*%?\s*(?:±\s*(?P<e>{_NUM})\s*%?)?\s*$")
 _PPL_ROWS = {
     "Mean PPL(Q)": "ppl", "Mean PPL(base)": "ppl_base", "Mean ln(PPL(Q)/PPL(base))": "ln_ppl_ratio",

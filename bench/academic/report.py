@@ -57,9 +57,10 @@ def fidelity_rows(section: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "name": name, "role": e.get("role"), "quantization": e.get("quantization"),
             "size_bytes": e.get("size_bytes"), "ppl": ppl, "ppl_err": _g(e, "ppl", "err"),
-            "ppl_delta": (ppl / ref - 1) if finite(ppl) and finite(ref) and ref and e.get("role") != "baseline"
-            else None,
-            "kld": _g(e, "kld", "mean"), "kld_err": _g(e, "kld", "mean_err"), "kld_p99": _g(e, "kld", "p99.0"),
+            "ppl_delta": None if e.get("role") == "baseline" or not (finite(ppl) and finite(ref) and ref)
+            else ppl / ref - 1,
+            "kld": _g(e, "kld", "mean"), "kld_err": _g(e, "kld", "mean_err"),
+            "kld_p99": _g(e, "kld", "p99.0"),
             "same_top": _g(e, "same_top", "value"), "same_top_err": _g(e, "same_top", "err"),
             "rms_dp": _g(e, "delta_p", "rms"), "agreement": q.get("agreement"),
             "r2w": q.get("right_to_wrong"), "w2r": q.get("wrong_to_right"), "n_pairs": q.get("n_pairs"),
@@ -89,18 +90,20 @@ def section_html(section: dict[str, Any], color: dict[str, str], dot: Any) -> st
             flips = (f'<span class="badt">{esc(r["r2w"])}</span> / <span class="okt">{esc(r["w2r"])}</span>'
                      if r["r2w"] is not None else "–")
             lm = _pm(r["lmeval"], r["lmeval_err"], ".3f") if finite(r["lmeval"]) else "–"
-            cells = [dot(r["name"]), esc(r["role"] or ""), esc(r["quantization"] or "–"), bytes_h(r["size_bytes"]),
+            cells = [dot(r["name"]), esc(r["role"] or ""), esc(r["quantization"] or "–"),
+                     bytes_h(r["size_bytes"]),
                      _pm(r["ppl"], r["ppl_err"], ".2f"),
                      _delta(r["ppl_delta"]),
-                     _pm(r["kld"], r["kld_err"]), num(r["kld_p99"], ".3f"), _pct_pm(r["same_top"], r["same_top_err"]),
+                     _pm(r["kld"], r["kld_err"]), num(r["kld_p99"], ".3f"),
+                     _pct_pm(r["same_top"], r["same_top_err"]),
                      rate(r["rms_dp"]), rate(r["agreement"]), flips, lm]
             if r["error"]:
                 cells[4:] = [f'<span class="badt">{esc(r["error"])}</span>'] + [""] * (len(cells) - 5)
             body.append(cells)
         parts.append(_table(head, body))
         parts.append('<p class="hint">KLD and same-top-token compare each candidate\'s next-token '
-                     "distribution with the baseline's on every scored token of the held-out text; agreement and "
-                     "flips come from this run's quality pass (same targets, product eval set).</p>")
+                     "distribution with the baseline's on every scored token of the held-out text; agreement "
+                     "and flips come from this run's quality pass (same targets, product eval set).</p>")
     for s in _g(section, "comparison", "statements") or []:
         parts.append(f'<p class="callout {CALLOUT.get(s.get("kind"), "note")}">{esc(s.get("text"))}</p>')
     parts.append(_endpoints(section.get("endpoints") or {}, dot))
@@ -132,8 +135,9 @@ def _endpoints(endpoints: dict[str, Any], dot: Any) -> str:
         tasks = []
         for task, t in (lm.get("tasks") or {}).items():
             for metric, v in (t.get("metrics") or {}).items():
-                tasks.append(f"{esc(task)} {esc(metric)} <b>{_pm(v.get('value'), v.get('stderr'), '.3f')}</b> "
-                             f'<span class="hint">n={esc(t.get("n"))}</span>')
+                score = _pm(v.get("value"), v.get("stderr"), ".3f")
+                n = esc(t.get("n"))
+                tasks.append(f'{esc(task)} {esc(metric)} <b>{score}</b> <span class="hint">n={n}</span>')
         if lm.get("status") == "error":
             tasks.append(f'<span class="badt">{esc(lm.get("error"))}</span>')
         refused = "<br>".join(f'<span class="badt">{esc(x)}</span>' for x in e.get("refused") or [])
@@ -197,7 +201,8 @@ def render_terminal(section: dict[str, Any]) -> None:
             bits.append(f"endpoint ppl {p['ppl']:.2f} ({p['tokens']} tokens)")
         for task, tk in (lm.get("tasks") or {}).items():
             for metric, v in (tk.get("metrics") or {}).items():
-                bits.append(f"{task} {metric} {_pm(v.get('value'), v.get('stderr'), '.3f')} (n={tk.get('n')})")
+                score = _pm(v.get("value"), v.get("stderr"), ".3f")
+                bits.append(f"{task} {metric} {score} (n={tk.get('n')})")
         if lm.get("status") == "error" or e.get("error"):
             bits.append(f"error: {lm.get('error') or e.get('error')}")
         console.print(f"{name}: " + " · ".join(b for b in bits if b), markup=False, highlight=False)

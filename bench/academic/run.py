@@ -93,7 +93,8 @@ def run_llamacpp(loaded: LoadedScenario, spec: AcademicSpec, text: tuple[Path, s
             resolved[name] = (path, model_facts(path))
         except (ProvisionError, OSError) as e:
             out["targets"][name] = {"error": str(e).splitlines()[0]}
-    tool = Tool(build.perplexity, str(build.info.get("version")), text[0], text[1], spec.ctx, spec.chunks, threads)
+    tool = Tool(build.perplexity, str(build.info.get("version")), text[0], text[1], spec.ctx, spec.chunks,
+                threads)
     base = next((n for n, (t, _) in models.items() if t.role == "baseline" and n in resolved), None)
     triples = {n: (n, p, f["sha256"]) for n, (p, f) in resolved.items()}
     out["targets"] |= fidelity(triples.get(base) if base else None,
@@ -136,8 +137,8 @@ def endpoint_phase(target: Target, base_url: str, headers: dict[str, str], spec:
         if loglik and found is not None and not found.supported:
             for t in loglik:
                 runnable.pop(t)
-            entry["refused"].append(f"lm-eval {', '.join(loglik)} ({'/'.join(sorted({tasks[t] for t in loglik}))}):"
-                                    f" {found.reason}")
+            kinds = "/".join(sorted({tasks[t] for t in loglik}))
+            entry["refused"].append(f"lm-eval {', '.join(loglik)} ({kinds}): {found.reason}")
             entry["lmeval_refused"] = {t: tasks[t] for t in loglik}
         if runnable:
             entry["lmeval"] = run_tasks(target, base_url, runnable, include_path, spec, run_dir, api_key)
@@ -226,7 +227,8 @@ def run_academic(loaded: LoadedScenario, spec: AcademicSpec, run_dir: Path, qual
         for target in loaded.scenario.targets:
             api_key = headers[target.name].get("Authorization", "").removeprefix("Bearer ") or None
 
-            def work(base_url: str, target: Target = target, api_key: Optional[str] = api_key) -> dict[str, Any]:
+            def work(base_url: str, target: Target = target,
+                     api_key: Optional[str] = api_key) -> dict[str, Any]:
                 return endpoint_phase(target, base_url, headers[target.name], spec, body, tasks, include_path,
                                       run_dir, api_key)
 

@@ -18,7 +18,8 @@ class LmEvalSpec(_Strict):
     """lm-evaluation-harness tasks run against every target's endpoint (``pip install -e '.[academic]'``)."""
 
     tasks: list[str] = Field(min_length=1, description="task names defined by YAML files under include_path")
-    include_path: str = Field("../quality/lmeval", description="folder of task YAMLs (relative to the scenario)")
+    include_path: str = Field("../quality/lmeval",
+                              description="folder of task YAMLs (relative to the scenario)")
     limit: Optional[int] = Field(None, ge=1, description="first N documents of each task")
     num_concurrent: int = Field(1, ge=1, le=64, description="requests lm-eval keeps in flight")
     timeout_s: float = Field(1800.0, gt=0, le=86_400, description="per target, the whole lm-eval run")

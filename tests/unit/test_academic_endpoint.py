@@ -29,7 +29,8 @@ def _fixture(name: str) -> dict[str, Any]:
 def test_llama_server_answer_is_refused_with_the_reason():
     p = judge_probe(_fixture("llama_server_echo_response.json"), PARIS)
     assert not p.supported and p.shape == "content" and p.prompt_tokens == 7 and p.prompt_logprobs == 0
-    assert p.reason.startswith("no prompt logprobs: asked for echo + logprobs on a 7-token prompt, it returned "
+    assert p.reason.startswith("no prompt logprobs: asked for echo + logprobs on a 7-token prompt, it "
+                               "returned "
                                "logprobs for generated tokens only (echo ignored)")
     assert "silently at chance" in p.reason and "\n" not in p.reason
 
@@ -39,7 +40,8 @@ def test_vllm_echo_answer_is_accepted():
     shape, n, values = prompt_positions(resp, PARIS)
     assert (shape, n) == ("completions", 7) and values[0] is None and len(values) == 7  # "\n" was generated
     p = judge_probe(resp, PARIS)
-    assert p.supported and p.prompt_logprobs == 6 and p.reason == "prompt logprobs returned for 6 of 7 prompt tokens"
+    assert p.supported and p.prompt_logprobs == 6
+    assert p.reason == "prompt logprobs returned for 6 of 7 prompt tokens"
     # Without text_offset the server's prompt count decides; without echo nothing counts.
     del resp["choices"][0]["logprobs"]["text_offset"]
     assert len(prompt_positions(resp, PARIS)[2]) == 7
@@ -63,7 +65,8 @@ def test_probe_turns_an_http_error_into_unsupported():
 
 
 def test_windows_cut_at_paragraphs_and_sentences():
-    text = "one two.\n\nthree four.\n\n" + " ".join(f"Sentence {i} is here." for i in range(40)) + " " + "x" * 300
+    sentences = " ".join(f"Sentence {i} is here." for i in range(40))
+    text = "one two.\n\nthree four.\n\n" + sentences + " " + "x" * 300
     parts = windows(text, max_chars=120)
     assert parts[0].startswith("one two.\n\nthree four.\n\nSentence 0 is here. Sentence 1 is here.")
     assert all(len(p) <= 120 for p in parts) and parts[-1] == "x" * 60
@@ -102,7 +105,8 @@ class _Fake(BaseHTTPRequestHandler):
             choice = {"index": 0, "text": prompt + "\n", "logprobs": lp, "finish_reason": "length"}
         else:
             choice = {"index": 0, "text": "\n", "finish_reason": "length",
-                      "logprobs": {"content": [{"id": 198, "token": "\n", "logprob": -1.0, "top_logprobs": []}]}}
+                      "logprobs": {"content": [{"id": 198, "token": "\n", "logprob": -1.0,
+                                                "top_logprobs": []}]}}
         out = json.dumps({"choices": [choice], "usage": {"prompt_tokens": len(toks), "completion_tokens": 1}})
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -142,7 +146,8 @@ def test_probe_and_perplexity_through_a_vllm_style_endpoint(fake_server):
     scored = [_logprob(t) for piece in pieces for t in _tokens(piece)[1:]]
     assert res["windows"] == len(pieces) == 2 and res["tokens"] == len(scored)
     assert res["ppl"] == pytest.approx(math.exp(-sum(scored) / len(scored)))
-    assert echo_request("m", "x") == {"model": "m", "prompt": "x", "max_tokens": 1, "echo": True, "logprobs": 1,
+    assert echo_request("m", "x") == {"model": "m", "prompt": "x", "max_tokens": 1, "echo": True,
+                                      "logprobs": 1,
                                       "temperature": 0, "stream": False}
 
 

@@ -26,7 +26,8 @@ def test_shipped_task_matches_its_builder():
     shipped = [json.loads(line) for line in (TASKS / "voice_intent.jsonl").read_text("utf-8").splitlines()]
     assert shipped == docs and len(docs) == 20 and len(shots) == 13
     assert (TASKS / "voice_intent.yaml").read_text("utf-8") == build.task_yaml(shots)
-    voice = {json.loads(x)["id"]: json.loads(x) for x in (REPO / "quality" / "voice.jsonl").read_text().splitlines()}
+    lines = (REPO / "quality" / "voice.jsonl").read_text().splitlines()
+    voice = {json.loads(x)["id"]: json.loads(x) for x in lines}
     for d in docs:  # the same question the sweep asks, and the same answer key
         assert voice[d["id"]]["messages"][-1]["content"] == d["utterance"]
         assert voice[d["id"]]["reference"] == d["label"]
@@ -61,13 +62,15 @@ def test_command_lines():
     # Loglikelihood work needs echo + logprobs: the completions endpoint, even for a chat target.
     ll = lmeval_cmd("openai-chat", "http://h:1", "m", ["mc"], Path("/t"), Path("/o"), loglikelihood=True,
                     python="py")
-    assert ll[5] == "local-completions" and "base_url=http://h:1/v1/completions" in ll[ll.index("--model_args") + 1]
+    assert ll[5] == "local-completions"
+    assert "base_url=http://h:1/v1/completions" in ll[ll.index("--model_args") + 1]
     assert "tokenized_requests" not in ll[ll.index("--model_args") + 1]
 
 
 def test_environment_is_offline_and_never_leaks_another_key(tmp_path):
     env = lmeval_env(None, tmp_path / "hf", {"OPENAI_API_KEY": "sk-for-openai", "PATH": "/bin"})
-    assert env["HF_HUB_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1" and env["HF_HOME"] == str(tmp_path / "hf")
+    assert env["HF_HUB_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1"
+    assert env["HF_HOME"] == str(tmp_path / "hf")
     assert "OPENAI_API_KEY" not in env and env["PATH"] == "/bin"
     assert lmeval_env("target-key", tmp_path, {"OPENAI_API_KEY": "other"})["OPENAI_API_KEY"] == "target-key"
 

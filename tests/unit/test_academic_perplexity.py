@@ -43,7 +43,8 @@ def test_kld_mode_statistics_from_real_output():
 
 
 def test_missing_blocks_raise_one_line_with_the_tools_error():
-    text = ("0.00.204.383 E perplexity: you need at least 256 tokens to evaluate perplexity with a context of 128\n"
+    text = ("0.00.204.383 E perplexity: you need at least 256 tokens to evaluate perplexity with a context "
+            "of 128\n"
             "0.00.204.384 E perplexity: the data file you provided tokenizes to only 92 tokens\n")
     assert tool_errors(text)[0].startswith("perplexity: you need at least 256 tokens")
     with pytest.raises(AcademicError, match="no final estimate: perplexity: the data file .* only 92 tokens"):

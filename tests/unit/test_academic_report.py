@@ -46,7 +46,8 @@ def test_identical_candidates_and_label_order_are_stated():
     ident = next(s for s in out if s["kind"] == "identical")
     assert "different files, most likely holding the same tensors" in ident["text"]
     order = next(s for s in out if s["kind"] == "label_order" and s["targets"] == "g2,g3")
-    assert order["text"].startswith("g2 (Q2_K) is closer to the baseline than g3 (Q3_K_S) despite fewer nominal bits")
+    assert order["text"].startswith("g2 (Q2_K) is closer to the baseline than g3 (Q3_K_S) despite fewer "
+                                    "nominal bits")
     assert "g2 237.1 MB; g3 236.7 MB" in order["text"]
     # Within noise: no claim.
     close = {"a": _cand(0.50, 0.02, quant="Q2_K"), "b": _cand(0.51, 0.02, quant="Q3_K_S")}
@@ -58,8 +59,9 @@ def test_disagreement_with_the_quality_pass_in_words():
     quality = _quality(low=_vs(120, 0.9, 9, 1, 0.02, -0.07), high=_vs(120, 0.97, 2, 2, 1.0, 0.0),
                        bad=_vs(120, 0.6, 30, 3, 1e-6, -0.22))
     by = {s["targets"]: s for s in compare.statements(llama, quality)}
-    assert by["low"]["kind"] == "disagree" and "low KLD (0.0200 nats) but 9 right→wrong flips in 120 items and a " \
-                                                "significant drop" in by["low"]["text"]
+    assert by["low"]["kind"] == "disagree"
+    low = by["low"]["text"]
+    assert "low KLD (0.0200 nats) but 9 right→wrong flips in 120 items and a significant drop" in low
     assert by["high"]["kind"] == "disagree" and "97% agreement" in by["high"]["text"]
     assert by["bad"]["kind"] == "agree"
     # lm-eval and the quality pass moving in opposite directions
@@ -83,9 +85,11 @@ def _section() -> dict[str, Any]:
                                "perplexity": {"status": "unsupported"}, "refused": [],
                                "lmeval": {"status": "ok", "tasks": {"benchbox_voice_intent": {
                                    "metrics": {"exact_match": {"value": 0.4, "stderr": 0.11}}, "n": 20}}}}},
-        "comparison": {"targets": {"q2<k>": {"quality": {"agreement": 0.9, "right_to_wrong": 5, "wrong_to_right": 2,
+        "comparison": {"targets": {"q2<k>": {"quality": {"agreement": 0.9, "right_to_wrong": 5,
+                                                         "wrong_to_right": 2,
                                                          "n_pairs": 120}, "lmeval": None}},
-                       "statements": [{"kind": "disagree", "targets": "q2<k>", "text": "q2<k>: views <disagree>"}]},
+                       "statements": [{"kind": "disagree", "targets": "q2<k>",
+                                       "text": "q2<k>: views <disagree>"}]},
     }
 
 
@@ -122,15 +126,16 @@ load: {levels: [1], requests: 1}
 
 
 def test_scenario_academic_block():
-    loaded = parse_scenario(Path("s.yaml"), (SCENARIO + "academic: {ctx: 256, endpoint_perplexity: off, "
-                                             "lmeval: {tasks: [benchbox_voice_intent], limit: 5}}\n").encode())
+    block = "academic: {ctx: 256, endpoint_perplexity: off, lmeval: {tasks: [voice_x], limit: 5}}\n"
+    loaded = parse_scenario(Path("s.yaml"), (SCENARIO + block).encode())
     ac = loaded.scenario.academic
-    assert ac.ctx == 256 and ac.endpoint_perplexity == "off" and ac.lmeval.limit == 5
+    assert ac.lmeval.tasks == ["voice_x"] and ac.ctx == 256 and ac.endpoint_perplexity == "off" and ac.lmeval.limit == 5
     assert ac.lmeval.include_path == "../quality/lmeval"
     assert parse_scenario(Path("s.yaml"), SCENARIO.encode()).scenario.academic is None
     with pytest.raises(ScenarioError, match=r"s.yaml:8: academic.kld: unknown key"):
         parse_scenario(Path("s.yaml"), (SCENARIO + "academic:\n  kld: true\n").encode())
-    with pytest.raises(ScenarioError, match=r"s.yaml:7: academic.lmeval.tasks: task name .a b.: letters, digits"):
+    with pytest.raises(ScenarioError,
+                       match=r"s.yaml:7: academic.lmeval.tasks: task name .a b.: letters, digits"):
         parse_scenario(Path("s.yaml"), (SCENARIO + "academic: {lmeval: {tasks: ['a b']}}\n").encode())
 
 
@@ -218,4 +223,5 @@ def test_cli_usage_errors_are_one_line(tmp_path, monkeypatch):
     missing = tmp_path / "t.yaml"
     missing.write_text(scen.read_text().replace("text: held.txt", "text: nope.txt"))
     proc = run_cli("academic", str(missing), "--skip", "lmeval", "--out", str(tmp_path / "runs"))
-    assert proc.returncode == 2 and proc.stderr.strip().endswith(f"academic.text: no such file {tmp_path / 'nope.txt'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith(f"academic.text: no such file {tmp_path / 'nope.txt'}")
