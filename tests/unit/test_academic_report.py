@@ -129,7 +129,8 @@ def test_scenario_academic_block():
     block = "academic: {ctx: 256, endpoint_perplexity: off, lmeval: {tasks: [voice_x], limit: 5}}\n"
     loaded = parse_scenario(Path("s.yaml"), (SCENARIO + block).encode())
     ac = loaded.scenario.academic
-    assert ac.lmeval.tasks == ["voice_x"] and ac.ctx == 256 and ac.endpoint_perplexity == "off" and ac.lmeval.limit == 5
+    assert ac.ctx == 256 and ac.endpoint_perplexity == "off"
+    assert ac.lmeval.tasks == ["voice_x"] and ac.lmeval.limit == 5
     assert ac.lmeval.include_path == "../quality/lmeval"
     assert parse_scenario(Path("s.yaml"), SCENARIO.encode()).scenario.academic is None
     with pytest.raises(ScenarioError, match=r"s.yaml:8: academic.kld: unknown key"):
