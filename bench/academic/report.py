@@ -108,6 +108,7 @@ def section_html(section: dict[str, Any], color: dict[str, str], dot: Any) -> st
         parts.append(f'<p class="callout {CALLOUT.get(s.get("kind"), "note")}">{esc(s.get("text"))}</p>')
     parts.append(_endpoints(section.get("endpoints") or {}, dot))
     parts.append(_plot(rows, color))
+    parts.append(_lmeval_plot(rows, color))
     return "".join(parts)
 
 
@@ -168,6 +169,30 @@ def _plot(rows: list[dict[str, Any]], color: dict[str, str]) -> str:
                 y_label="log10 mean KLD (nats)" if log else "mean KLD (nats)", width=940, height=340,
                 y_zero=not log)
     return svg + '<p class="hint">Lower is closer to the baseline; left is smaller.</p>'
+
+
+def _lmeval_plot(rows: list[dict[str, Any]], color: dict[str, str]) -> str:
+    """The lm-eval score against size on disk, frontier ringed (smaller and better than every other)."""
+    pts = [r for r in rows if finite(r["size_bytes"]) and finite(r["lmeval"])]
+    if len(pts) < 2:
+        return ""
+    frontier, best = set(), -math.inf
+    for r in sorted(pts, key=lambda r: (r["size_bytes"], -r["lmeval"])):
+        if r["lmeval"] > best:
+            frontier.add(r["name"])
+            best = r["lmeval"]
+    series = []
+    for r in pts:
+        err = r["lmeval_err"] if finite(r["lmeval_err"]) else None
+        series.append(Series(r["name"], [(r["size_bytes"] / 2 ** 20, r["lmeval"])],
+                             color.get(r["name"], PALETTE[0]), line=False, labels=[r["name"]], sizes=[5],
+                             errors=[(r["lmeval"] - err, r["lmeval"] + err) if err is not None else None],
+                             highlight=[r["name"] in frontier]))
+    metric = esc(pts[0]["lmeval_metric"] or "score")
+    svg = chart(series, title=f"lm-eval {metric} vs size on disk", x_label="model size on disk (MiB)",
+                y_label=f"{metric} (± stderr)", width=940, height=340)
+    return svg + ('<p class="hint">Up and to the left is better; ringed points are on the Pareto frontier. '
+                  "A benchmark score, not the product metric.</p>")
 
 
 def render_terminal(section: dict[str, Any]) -> None:

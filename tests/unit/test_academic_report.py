@@ -226,3 +226,15 @@ def test_cli_usage_errors_are_one_line(tmp_path, monkeypatch):
     proc = run_cli("academic", str(missing), "--skip", "lmeval", "--out", str(tmp_path / "runs"))
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith(f"academic.text: no such file {tmp_path / 'nope.txt'}")
+
+
+def test_lmeval_score_vs_size_chart():
+    from bench.academic.report import section_html
+
+    sec = _section()
+    sec["comparison"]["targets"]["base"] = {"quality": {}, "lmeval": {"score": 0.4, "stderr": 0.1,
+                                                                      "metric": "exact_match"}}
+    sec["comparison"]["targets"]["q2<k>"]["lmeval"] = {"score": 0.3, "stderr": 0.1, "metric": "exact_match"}
+    html = section_html(sec, {}, lambda n: str(n))
+    assert "lm-eval exact_match vs size on disk" in html and "Pareto frontier" in html
+    assert "lm-eval exact_match vs size" not in section_html(_section(), {}, lambda n: str(n))
