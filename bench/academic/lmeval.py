@@ -51,13 +51,21 @@ def task_types(include_path: Path, tasks: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     if not include_path.is_dir():
         raise AcademicError(f"academic.lmeval.include_path: no such folder {include_path}")
-    for path in sorted(include_path.rglob("*.yaml")):
+
+    def read(path: Path) -> dict[str, Any]:
         try:
             doc = yaml.load(path.read_text("utf-8"), Loader=_TaskLoader)  # noqa: S506 - SafeLoader subclass
         except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("task"), str):
-            found.setdefault(doc["task"], str(doc.get("output_type") or "generate_until"))
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    for path in sorted(include_path.rglob("*.yaml")):
+        doc = read(path)
+        if isinstance(doc.get("task"), str):
+            kind = doc.get("output_type")
+            if kind is None and isinstance(doc.get("include"), str):  # lm-eval's one-file inheritance
+                kind = read(path.parent / doc["include"]).get("output_type")
+            found.setdefault(doc["task"], str(kind or "generate_until"))
     unknown = [t for t in tasks if t not in found]
     if unknown:
         known = ", ".join(sorted(found)) or "none"

@@ -145,7 +145,7 @@ def test_local_lmeval_generative_task_against_llama_server(tmp_path):
     assert lm["model"] == "local-chat-completions" and list(lm["tasks"]) == ["benchbox_voice_intent"]
     task = lm["tasks"]["benchbox_voice_intent"]
     assert task["n"] == 6 and task["n_shot"] == 13
-    assert 0.0 <= task["metrics"]["exact_match"]["value"] <= 1.0
+    assert 0.0 <= task["metrics"]["exact_match/strip"]["value"] <= 1.0
     assert ep["lmeval_refused"] == {"tiny_mc": "multiple_choice"}
     samples = list(Path(lm["results_file"]).parent.glob("samples_benchbox_voice_intent_*.jsonl"))
     assert samples and len(samples[0].read_text().splitlines()) == 6
@@ -153,5 +153,5 @@ def test_local_lmeval_generative_task_against_llama_server(tmp_path):
     messages = orjson.loads(first["arguments"]["gen_args_0"]["arg_0"][0])
     # The product's prompt: its system turn, 13 few-shot turns as real chat turns, then the utterance.
     assert messages[0]["role"] == "system" and len(messages) == 1 + 2 * 13 + 1
-    score = task["metrics"]["exact_match"]["value"]
+    score = task["metrics"]["exact_match/strip"]["value"]
     print(f"\nlm-eval benchbox_voice_intent exact_match = {score:.3f} (n=6)")

@@ -26,6 +26,7 @@ def test_shipped_task_matches_its_builder():
     shipped = [json.loads(line) for line in (TASKS / "voice_intent.jsonl").read_text("utf-8").splitlines()]
     assert shipped == docs and len(docs) == 20 and len(shots) == 13
     assert (TASKS / "voice_intent.yaml").read_text("utf-8") == build.task_yaml(shots)
+    assert (TASKS / "voice_intent_completion.yaml").read_text("utf-8") == build.completion_task_yaml()
     lines = (REPO / "quality" / "voice.jsonl").read_text().splitlines()
     voice = {json.loads(x)["id"]: json.loads(x) for x in lines}
     for d in docs:  # the same question the sweep asks, and the same answer key
@@ -34,14 +35,16 @@ def test_shipped_task_matches_its_builder():
 
 
 def test_task_types_from_local_yaml(tmp_path):
-    assert task_types(TASKS, ["benchbox_voice_intent"]) == {"benchbox_voice_intent": "generate_until"}
+    assert task_types(TASKS, ["benchbox_voice_intent", "benchbox_voice_intent_completion"]) == {
+        "benchbox_voice_intent": "generate_until", "benchbox_voice_intent_completion": "generate_until"}
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "mc.yaml").write_text(
         "task: my_mc\noutput_type: multiple_choice\nprocess_docs: !function utils.process\n")
     (tmp_path / "broken.yaml").write_text("task: [unclosed\n")
-    assert task_types(tmp_path, ["my_mc"]) == {"my_mc": "multiple_choice"}
+    (tmp_path / "sub" / "mc2.yaml").write_text("include: mc.yaml\ntask: my_mc2\n")
+    assert task_types(tmp_path, ["my_mc", "my_mc2"]) == {"my_mc": "multiple_choice", "my_mc2": "multiple_choice"}
     with pytest.raises(AcademicError, match=r"arc_easy not defined by a YAML file in .* \(local tasks only; "
-                                            r"found: my_mc\)"):
+                                            r"found: my_mc, my_mc2\)"):
         task_types(tmp_path, ["my_mc", "arc_easy"])
     with pytest.raises(AcademicError, match="no such folder"):
         task_types(tmp_path / "nope", ["x"])
