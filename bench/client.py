@@ -35,7 +35,6 @@ def response_byte_cap(max_tokens: int) -> int:
     that sends more is broken (``broken_stream``), and benchbox stops reading it."""
     return max(4 * 1024 * 1024, 32 * 1024 * max_tokens)
 _ERROR_BODY_KEEP = 2048
-_ERROR_BODY_KEEP = 2048
 
 
 class Exchange:
@@ -44,7 +43,7 @@ class Exchange:
     __slots__ = (
         "record", "adapter", "sse", "future", "done_marker", "parts", "reasoning", "is_sse",
         "error_body", "body_bytes", "max_bytes", "raw_body", "message_complete", "retry_after", "resolved",
-        "stale",
+        "stale", "fast",
     )
 
     def __init__(self, record: RequestRecord, adapter: Adapter, future: asyncio.Future, max_bytes: int):
@@ -64,6 +63,8 @@ class Exchange:
         self.retry_after: Optional[str] = None
         self.resolved = False  # the record is final; later callbacks must not touch it
         self.stale = False     # sent on a kept-alive connection the server had already closed
+        # The adapter's shortcut for plain content deltas (None: every event takes parse_event).
+        self.fast = getattr(adapter, "fast_content", None)
 
     # -- callbacks from the connection (``now`` was stamped before parsing) --
     def on_headers(self, status: int, content_type: bytes) -> None:
@@ -85,7 +86,18 @@ class Exchange:
         if not self.is_sse:
             self.raw_body.append(data)
             return
+        fast = self.fast
+        rec = self.record
         for event, payload in self.sse.feed(data):
+            if fast is not None and not event:
+                text = fast(payload)
+                if text is not None:  # a plain content delta: the only per-token work
+                    if text:
+                        if rec.first_token_ns is None:
+                            rec.first_token_ns = now
+                        rec.chunk_ns.append(now)
+                        self.parts.append(text)
+                    continue
             self._on_event(event, payload, now)
             if self.resolved:
                 return
@@ -240,6 +252,7 @@ def retry_after_s(record: RequestRecord, now_unix: Optional[float] = None) -> Op
         return None
     return max(0.0, when.timestamp() - (time.time() if now_unix is None else now_unix))
 
+
 class HttpConnection(asyncio.Protocol):
     """One keep-alive connection. Used by at most one Exchange at a time."""
 
@@ -252,6 +265,7 @@ class HttpConnection(asyncio.Protocol):
         self._content_type = b""
         self._header_name = b""
         self._chunked_or_length = False
+        self._body: list[bytes] = []  # body pieces of the current read, not yet handed over
         self.served = 0  # responses completed on this connection
 
     # asyncio.Protocol
@@ -271,14 +285,20 @@ class HttpConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
+            self._flush_body()
             ex.fail("broken_stream", f"invalid HTTP response: {e}", now)
             self._discard()
+            return
+        if self._body:
+            self._flush_body()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.usable = False
         ex = self.exchange
         if ex is None or ex.resolved:
             return
+        if self._body:
+            self._flush_body()
         now = perf_counter_ns()
         if self.served and ex.record.first_byte_ns is None:
             ex.mark_stale()
@@ -305,10 +325,18 @@ class HttpConnection(asyncio.Protocol):
             self.exchange.on_headers(self.parser.get_status_code(), self._content_type)
 
     def on_body(self, body: bytes) -> None:
+        # One read often holds dozens of HTTP chunks (one SSE event each): collect them and hand
+        # the exchange one buffer per read; all of it arrived at the same stamped instant.
+        self._body.append(body)
+
+    def _flush_body(self) -> None:
+        parts, self._body = self._body, []
         if self.exchange is not None:
-            self.exchange.on_body(body, self._now)
+            self.exchange.on_body(parts[0] if len(parts) == 1 else b"".join(parts), self._now)
 
     def on_message_complete(self) -> None:
+        if self._body:
+            self._flush_body()
         ex = self.exchange
         self.served += 1
         if ex is not None:
@@ -319,6 +347,7 @@ class HttpConnection(asyncio.Protocol):
     # pool helpers
     def begin(self, exchange: Exchange) -> None:
         self.exchange = exchange
+        self._body = []
         self._content_type = b""
         self._chunked_or_length = False
 

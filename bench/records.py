@@ -70,6 +70,10 @@ class RequestRecord:
     # statistics, quality and gates count them apart, never in latencies or the error rate.
     attempt: int = 1
     retried: bool = False
+    # How many times the run had been resumed (`benchbox sweep --resume`) when this request was made:
+    # 0 in the original run. A level cut short by an interrupt is run again in full on resume; its
+    # earlier records stay in the file but are superseded (see read_records).
+    resume: int = 0
 
     @property
     def ok(self) -> bool:
@@ -108,8 +112,13 @@ class RecordWriter:
             self._fh.close()
 
 
-def read_records(path: Path) -> Iterator[RequestRecord]:
-    """Read records; a torn last line (crash mid-write) is skipped, not fatal."""
+def read_records(path: Path, superseded: bool = False) -> Iterator[RequestRecord]:
+    """Read records; a torn last line (crash mid-write) is skipped, not fatal.
+
+    A target x level that a resumed run measured again counts only with its latest attempt: the
+    records an interrupt cut short are skipped unless ``superseded`` (cold requests are never
+    superseded: each belongs to its own server launch)."""
+    latest = {} if superseded else _latest_resume(path)
     with open(path, "rb") as fh:
         for line in fh:
             if not line.strip():
@@ -118,7 +127,55 @@ def read_records(path: Path) -> Iterator[RequestRecord]:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
-            yield record_from_dict(obj)
+            record = record_from_dict(obj)
+            if latest and record.phase != "cold" and latest.get((record.target, record.level), 0) > record.resume:
+                continue
+            yield record
+
+
+def _latest_resume(path: Path) -> dict[tuple[str, float], int]:
+    """(target, level) -> the highest ``resume`` among its records, for levels measured after a resume.
+
+    Cheap for runs that were never resumed: only lines with a non-zero ``resume`` are parsed."""
+    latest: dict[tuple[str, float], int] = {}
+    with open(path, "rb") as fh:
+        for line in fh:
+            if b'"resume":' not in line or b'"resume":0' in line:
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            key = (obj.get("target"), obj.get("level"))
+            if obj.get("phase") != "cold" and obj.get("resume", 0) > latest.get(key, 0):
+                latest[key] = obj["resume"]
+    return latest
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut a torn last line (a crash mid-write) so appended records start on a line of their own.
+    Returns the number of bytes removed."""
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            fh.seek(pos - step)
+            chunk = fh.read(step)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = pos - step + cut + 1
+                break
+            pos -= step
+        else:
+            keep = 0
+        fh.truncate(keep)
+        return size - keep
 
 
 def record_as_dict(record: RequestRecord) -> dict[str, Any]:

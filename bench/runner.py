@@ -94,6 +94,13 @@ class LevelRunner:
         # (quality needs every item); warm-up and cold requests walk it backwards from the end,
         # so they do not pre-warm the server's prompt cache for the measured items that follow.
         self._cursor = {"measure": 0, "warmup": 0, "cold": 0}
+        # With --workers N, worker w walks positions w, w+N, w+2N... of the same sequences
+        # (items and request numbers), so N workers together cover exactly what one would.
+        self.stride, self.offset = 1, 0
+
+    def resume_from(self, cursors: dict[str, int]) -> None:
+        """A resumed run (bench/resume.py): requests already sent per phase, so items continue in order."""
+        self._cursor.update({k: v for k, v in cursors.items() if k in self._cursor})
 
     def body_for(self, item: Item, repeat: int) -> bytes:
         body: dict[str, Any] = self.runtime.adapter.build_body(item, self.sampling, self.runtime.model)
@@ -107,6 +114,9 @@ class LevelRunner:
         n = len(self.items)
         k = self._cursor[phase]
         self._cursor[phase] = k + 1
+        if self.stride > 1:
+            k = k * self.stride + self.offset
+            seq = seq * self.stride + self.offset
         item = self.items[k % n] if phase == "measure" else self.items[n - 1 - (k % n)]
         repeat = k // n
         rt = self.runtime

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from bench.adapters.base import Delta
 from bench.adapters.openai_common import (
-    chat_logprobs, finish_field, open_event, sampling_fields, set_openai_seed, text_field, tool_call_fragments,
+    chat_logprobs, fast_chat_content, finish_field, open_event, sampling_fields, set_openai_seed, text_field,
+    tool_call_fragments,
 )
 from bench.dataset import Item
 from bench.scenario import Sampling
@@ -27,6 +28,9 @@ class OpenAIChatAdapter:
 
     def parse_body(self, body: bytes) -> Delta:
         return self._parse(body, "message")
+
+    # A plain content delta's text, or None: then ``parse_event`` decides.
+    fast_content = staticmethod(fast_chat_content)
 
     @staticmethod
     def _parse(data: bytes, field: str) -> Delta:

@@ -121,6 +121,42 @@ def completions_logprobs(choice: dict[str, Any]) -> Optional[dict[str, Any]]:
     return {"token": tokens[0], "logprob": float(values[0]), "top": top}
 
 
+def fast_chat_content(data: bytes) -> Optional[str]:
+    """The hot path's shortcut for the event that is 99 % of a chat stream: one plain text delta.
+
+    Returns ``choices[0].delta.content`` (possibly "") when the event is exactly that — no
+    finish_reason, logprobs, usage, timings, error, reasoning or tool calls — and None for anything
+    else, which then goes through the adapter's full ``parse_event``."""
+    try:
+        obj = orjson.loads(data)
+        choice = obj["choices"][0]
+        part = choice["delta"]
+        text = part["content"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
+    if len(part) != 1 and (part.get("reasoning_content") is not None or part.get("reasoning") is not None
+                           or part.get("tool_calls") is not None):
+        return None
+    if (type(text) is not str or choice.get("finish_reason") is not None or choice.get("logprobs") is not None
+            or obj.get("usage") or obj.get("timings") or obj.get("error")):
+        return None
+    return text
+
+
+def fast_completion_text(data: bytes) -> Optional[str]:
+    """Same for a completions stream: ``choices[0].text`` of a plain chunk, else None."""
+    try:
+        obj = orjson.loads(data)
+        choice = obj["choices"][0]
+        text = choice["text"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
+    if (type(text) is not str or choice.get("finish_reason") is not None or choice.get("logprobs") is not None
+            or obj.get("usage") or obj.get("timings") or obj.get("error")):
+        return None
+    return text
+
+
 def open_event(data: bytes) -> tuple[Delta, Optional[dict[str, Any]]]:
     """Decode one event or body: the Delta with usage/timings/error filled in, and ``choices[0]``
     (None when the JSON is malformed — flagged on the Delta — or the event carries no choice)."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from bench.adapters.base import Delta
 from bench.adapters.openai_common import (
-    completions_logprobs, finish_field, open_event, sampling_fields, set_openai_seed, text_field,
+    completions_logprobs, fast_completion_text, finish_field, open_event, sampling_fields, set_openai_seed,
+    text_field,
 )
 from bench.dataset import Item
 from bench.scenario import Sampling
@@ -38,3 +39,6 @@ class OpenAICompletionsAdapter:
         return delta
 
     parse_body = parse_event
+
+    # A plain text chunk's text, or None: then ``parse_event`` decides.
+    fast_content = staticmethod(fast_completion_text)
