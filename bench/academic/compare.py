@@ -79,7 +79,7 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
             k_lo, k_hi = cands[lo]["kld"], cands[hi]["kld"]
             err = 2 * math.hypot(k_lo.get("mean_err") or 0.0, k_hi.get("mean_err") or 0.0)
             if k_lo["mean"] + err < k_hi["mean"]:
-                sizes = "".join(f" {n} {cands[n]['size_bytes'] / 1e6:.1f} MB;" for n in (lo, hi)
+                sizes = "".join(f" {n} {cands[n]['size_bytes'] / 2 ** 20:.1f} MiB;" for n in (lo, hi)
                                 if _fin(cands[n].get("size_bytes")))
                 out.append({"kind": "label_order", "targets": f"{lo},{hi}",
                             "text": f"{lo} ({cands[lo].get('quantization')}) is closer to the baseline than "

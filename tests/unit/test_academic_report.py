@@ -48,7 +48,7 @@ def test_identical_candidates_and_label_order_are_stated():
     order = next(s for s in out if s["kind"] == "label_order" and s["targets"] == "g2,g3")
     assert order["text"].startswith("g2 (Q2_K) is closer to the baseline than g3 (Q3_K_S) despite fewer "
                                     "nominal bits")
-    assert "g2 237.1 MB; g3 236.7 MB" in order["text"]
+    assert "g2 226.1 MiB; g3 225.7 MiB" in order["text"]
     # Within noise: no claim.
     close = {"a": _cand(0.50, 0.02, quant="Q2_K"), "b": _cand(0.51, 0.02, quant="Q3_K_S")}
     assert not [s for s in compare.statements(close, {}) if s["kind"] == "label_order"]
