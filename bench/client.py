@@ -109,7 +109,12 @@ class Exchange:
         delta = self.adapter.parse_event(payload)
         rec = self.record
         if delta.malformed:
-            self.fail("broken_stream", f"malformed stream event: {payload[:120]!r}", now)
+            try:
+                payload.decode("utf-8")
+                why = "malformed stream event"
+            except UnicodeDecodeError as e:  # name the bad bytes: they may sit past the 120 shown
+                why = f"stream event is not valid UTF-8 (byte {e.start}: {payload[e.start:e.start + 4]!r})"
+            self.fail("broken_stream", f"{why}: {payload[:120]!r}", now)
             return
         if delta.error or event == b"error":
             self.fail("broken_stream", f"error in stream: {delta.error or payload[:200]!r}", now)

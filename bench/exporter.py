@@ -87,11 +87,12 @@ def level_label(level: Optional[float]) -> str:
 class _Series:
     """The labelled children of one (target, level, phase), cached so ``on_record`` does no label lookups."""
 
-    __slots__ = ("ok", "error", "tokens", "ttft", "itl", "e2e")
+    __slots__ = ("ok", "error", "retried", "tokens", "ttft", "itl", "e2e")
 
     def __init__(self, ex: "LiveExporter", labels: tuple[str, str, str, str]):
         self.ok = ex.requests.labels(*labels, "ok")
         self.error = ex.requests.labels(*labels, "error")
+        self.retried = ex.requests.labels(*labels, "retried")
         self.tokens = ex.output_tokens.labels(*labels)
         self.ttft = ex.ttft.labels(*labels)
         self.itl = ex.itl.labels(*labels)
@@ -111,7 +112,8 @@ class LiveExporter:
         self.push_error: Optional[str] = None   # why the last push failed (a push never raises)
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
-        self.requests = Counter(PREFIX + "requests", "Finished requests by outcome (ok | error).",
+        self.requests = Counter(PREFIX + "requests", "Finished requests by outcome (ok | error | retried: "
+                                "a failed attempt the scenario's retry policy sent again, not an error).",
                                 [*LABELS, "outcome"], registry=reg)
         self.errors = Counter(PREFIX + "errors", "Failed requests by error class.",
                               [*LABELS, "error_class"], registry=reg)
@@ -220,6 +222,9 @@ class LiveExporter:
         phase = record.phase if record.phase in PHASES else "other"
         lvl = level_label(record.level)
         series = self._get(record.target, lvl, phase)
+        if record.retried:  # as in result.json: the request's final attempt decides its outcome
+            series.retried.inc()
+            return
         if record.error is not None:
             series.error.inc()
             error_class = record.error if record.error in ERROR_CLASSES else "other"

@@ -465,3 +465,18 @@ def test_observe_many_equals_observe_one_by_one():
                 for m in h.collect() for s in m.samples if not s.name.endswith("_created")]
 
     assert samples(many) == samples(one)
+
+
+def test_a_retried_attempt_is_not_an_error():
+    from bench.exporter import LiveExporter
+    from bench.records import RequestRecord
+
+    ex = LiveExporter("s")
+    rec = RequestRecord(target="t", level=1, phase="measure", seq=0, item_id="i", repeat=0, request_id="r",
+                        scheduled_ns=0, sent_ns=1, end_ns=2, error="http_429", status=429, retried=True)
+    ex.on_record(rec)
+    value = ex.registry.get_sample_value
+    assert value("benchbox_requests_total", {"scenario": "s", "target": "t", "level": "1", "phase": "measure",
+                                             "outcome": "retried"}) == 1
+    assert not value("benchbox_requests_total", {"scenario": "s", "target": "t", "level": "1", "phase": "measure",
+                                                 "outcome": "error"})
