@@ -15,6 +15,7 @@ identical answers.
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ class QualityPass:
         scores: dict[str, Any] = {}
         transport_ok = r.error is None
         if transport_ok:
-            inp = ScoreInput(item=item, text=r.output_text, finish_reason=r.finish_reason)
+            inp = ScoreInput(item=item, text=r.output_text, finish_reason=r.finish_reason, tool_calls=r.tool_calls)
             for scorer in scorers:
                 scores.update(scorer.score(inp))
             scores.update(extra)
@@ -98,8 +99,8 @@ class QualityPass:
             todo = [r for r in records if r.phase == "measure" and r.error != "cancelled" and not r.retried
                     and r.item_id in self.items]
             batch_scores: list[dict[str, Any]] = [{} for _ in todo]
-            inputs = [ScoreInput(item=self.items[r.item_id], text=r.output_text, finish_reason=r.finish_reason)
-                      for r in todo]
+            inputs = [ScoreInput(item=self.items[r.item_id], text=r.output_text, finish_reason=r.finish_reason,
+                                 tool_calls=r.tool_calls) for r in todo]
             ok_idx = [i for i, r in enumerate(todo) if r.error is None]
             for scorer in batch:
                 for i, scores in zip(ok_idx, scorer.score_many([inputs[i] for i in ok_idx])):
@@ -258,6 +259,13 @@ def repeat_variance(responses: list[ScoredResponse], primary: Optional[str]) -> 
 
 
 def write_scores(path: Path, responses: list[ScoredResponse]) -> None:
-    with open(path, "wb") as fh:
-        for r in responses:
-            fh.write(orjson.dumps(r, option=orjson.OPT_SERIALIZE_DATACLASS | orjson.OPT_NON_STR_KEYS) + b"\n")
+    """Via a temp file + rename: an interrupt mid-write leaves the previous scores.jsonl (or none)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            for r in responses:
+                fh.write(orjson.dumps(r, option=orjson.OPT_SERIALIZE_DATACLASS | orjson.OPT_NON_STR_KEYS) + b"\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

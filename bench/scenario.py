@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,10 +34,53 @@ class ScenarioError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf/nan anywhere: a bound such as `le=86_400` is all that stands between `.inf` and a hang.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-_URL = re.compile(r"^https?://[^\s/:]+(:\d{1,5})?(/\S*)?$")
+# Load-plan ceilings: past them a typo (10**12 users) exhausts memory or file descriptors before it measures.
+MAX_CONCURRENCY = 100_000
+MAX_RATE_PER_S = 100_000.0
+MAX_LEVELS = 1_000
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")  # an RFC 9110 token
+_RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "x-request-id"}
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]{0,127})\}")  # `${NAME}` in a header value: from the environment
+_CREDENTIAL_HEADER = re.compile(r"^(authorization|proxy-authorization|cookie)$|key|token|secret|passw|auth", re.I)
+
+
+def _check_headers(v: dict[str, str]) -> dict[str, str]:
+    """Names and values go verbatim onto the wire: tokens, no line breaks (request smuggling), latin-1.
+
+    A value is never echoed in the error: it may be a credential."""
+    if len(v) > 64:
+        raise ValueError("at most 64 headers")
+    for name, value in v.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"header name {name[:40]!r} is not a valid HTTP token")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by benchbox itself")
+        if _CREDENTIAL_HEADER.search(name) and not ENV_REF.search(value):
+            raise ValueError(f"header {name!r} carries a credential: write its value as ${{ENV_VAR}} (read from "
+                             "the environment at run time, never stored) or use api_key_env")
+        if len(value) > 8192 or not value.isprintable() or any(ord(c) > 255 for c in value):
+            raise ValueError(f"header {name!r}: the value must be printable latin-1 text without line breaks, "
+                             "at most 8192 characters")
+    return v
+
+
+def _netloc(url: str) -> str:
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    return rest.split("/", 1)[0]
+
+
+def _check_url_port(v: str) -> None:
+    port = urlsplit(v).port if "[" not in v else None
+    if port == 0:
+        raise ValueError("port 0 is not a port to connect to")
+
+
+_URL = re.compile(r"^https?://[^\s/:@]+(:\d{1,5})?(/\S*)?$")  # no user:password@: URLs are logged
 _GRPC_URL = re.compile(r"^grpcs?://[^\s/:]+:\d{1,5}$")  # triton-grpc targets: host and port, nothing else
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -47,7 +92,7 @@ class ManagedServerSpec(_Strict):
     model: Optional[str] = Field(None, description="bundled model name (benchbox server models) or a GGUF path")
     args: list[str] = Field(default_factory=list, description="extra command-line arguments")
     env: dict[str, str] = Field(default_factory=dict)
-    startup_timeout_s: Optional[float] = Field(None, gt=0)
+    startup_timeout_s: Optional[float] = Field(None, gt=0, le=86_400)
     cold_requests: int = Field(3, ge=0, le=1000, description="first requests after ready, reported as cold")
 
 
@@ -77,19 +122,33 @@ class Target(_Strict):
         None, ge=1024, le=1 << 36,
         description="cap on the bytes read for one response (default: derived from max_tokens)")
     metrics_url: Optional[str] = None
+    tls: "Tls" = Field(default_factory=lambda: Tls(), description="certificate checks for https URLs")
     triton: Optional[TritonOptions] = None
     # What the scenario author knows about the model (compression facts for the manifest).
     facts: dict[str, Any] = Field(default_factory=dict)
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+    _headers = field_validator("headers")(classmethod(lambda cls, v: _check_headers(v)))
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _ENV_NAME.fullmatch(v):
+            raise ValueError("must be the name of an environment variable (letters, digits, '_')")
+        return v
 
     @field_validator("url", "metrics_url")
     @classmethod
     def _url(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and _GRPC_URL.fullmatch(v):
             return v  # allowed for triton-grpc only (checked below)
+        if v is not None and "@" in _netloc(v):
+            raise ValueError("credentials in a URL would be written to the manifest and logs; "
+                             "use api_key_env (or headers) instead of user:password@")
         if v is not None and not _URL.fullmatch(v):
-            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8080, got {v!r}")
+            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8080, got {v[:200]!r}")
+        if v is not None:
+            _check_url_port(v)
         return v.rstrip("/") if v else v
 
     @model_validator(mode="after")
@@ -129,6 +188,9 @@ class Sampling(_Strict):
     logprobs: Optional[int] = Field(
         None, ge=0, le=20,
         description="ask for the top-k logprobs of each token (confidence for calibration, fidelity)")
+    tools: Literal["prompt", "api"] = Field(
+        "prompt", description="prompt: items describe their tools in the messages; api: an item's "
+                              "meta.tools go out as the OpenAI `tools` field (chat), answers come back as tool_calls")
 
 
 class Warmup(_Strict):
@@ -165,9 +227,10 @@ class Retries(_Strict):
 
 class Load(_Strict):
     pattern: Literal["concurrency", "rate"] = "concurrency"
-    levels: list[float] = Field(min_length=1)
+    levels: list[float] = Field(min_length=1, max_length=MAX_LEVELS)
     arrival: Literal["constant", "poisson"] = Field("poisson", description="rate mode only")
-    max_in_flight: Optional[int] = Field(None, ge=1, description="rate mode: cap on requests in flight")
+    max_in_flight: Optional[int] = Field(None, ge=1, le=MAX_CONCURRENCY,
+                                         description="rate mode: cap on requests in flight")
     warmup: Warmup = Field(default_factory=Warmup)
     duration_s: Optional[float] = Field(None, gt=0, le=86_400)
     requests: Optional[int] = Field(None, ge=1, le=100_000_000)
@@ -193,6 +256,10 @@ class Load(_Strict):
                 raise ValueError("levels must be positive, finite numbers")
             if self.pattern == "concurrency" and level != int(level):
                 raise ValueError("concurrency levels must be whole numbers")
+            if self.pattern == "concurrency" and level > MAX_CONCURRENCY:
+                raise ValueError(f"concurrency levels must be at most {MAX_CONCURRENCY} users")
+            if self.pattern == "rate" and level > MAX_RATE_PER_S:
+                raise ValueError(f"rate levels must be at most {MAX_RATE_PER_S:g} requests/s")
         return self
 
 
@@ -234,6 +301,13 @@ class Observability(_Strict):
     pushgateway: Optional[str] = Field(None, description="also push the final values here (short runs)")
     scrape_server_metrics: bool = Field(True, description="poll each target's /metrics during the levels")
     scrape_interval_s: float = Field(1.0, gt=0, le=60)
+
+
+class Tls(_Strict):
+    """Certificate checks for an https target: on by default; ``benchbox sweep --insecure`` turns them off."""
+
+    verify: bool = Field(True, description="verify the server's certificate chain and host name")
+    ca_file: Optional[str] = Field(None, description="PEM file of CA certificates to trust (relative: scenario folder)")
 
 
 class DatasetSpec(_Strict):
@@ -312,6 +386,58 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+# What a scenario file may be. Aliases are fine, but a "billion laughs" document (aliases of aliases)
+# would expand to more nodes than any scenario has: the *expanded* size is bounded, before constructing.
+MAX_SCENARIO_BYTES = 1 << 20
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "map",
+                                                    "seq", "merge")}
+_INT_TAG = "tag:yaml.org,2002:int"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_nodes(root: yaml.Node, loader: yaml.SafeLoader) -> Optional[tuple[int, str]]:
+    """(line, problem) for the first thing no scenario needs, else None. Iterative (no recursion limit)."""
+    sizes: dict[int, int] = {}  # id(node) -> expanded size; aliased nodes are shared objects, counted once
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        line = node.start_mark.line + 1
+        if children_done:
+            kids = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value
+            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[id(node)] > MAX_NODES:
+                return line, f"the document expands to more than {MAX_NODES} values (alias bomb?)"
+            continue
+        if id(node) in sizes:
+            continue
+        if depth > MAX_DEPTH:
+            return line, f"nested more than {MAX_DEPTH} levels deep"
+        if node.tag not in _PLAIN_TAGS:
+            return line, f"unsupported YAML type {node.tag!r} (plain mappings, lists and scalars only)"
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _INT_TAG:
+                value = loader.construct_yaml_int(node)
+                if not -(2**63) <= value < 2**63:
+                    return line, "integer out of the 64-bit range"
+            sizes[id(node)] = 1
+            continue
+        stack.append((node, depth, True))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    k = (key.tag, key.value)
+                    if k in seen:
+                        return key.start_mark.line + 1, f"duplicate key {key.value[:60]!r} (first on line {seen[k]})"
+                    seen[k] = key.start_mark.line + 1
+                stack.append((key, depth + 1, False))
+                stack.append((value, depth + 1, False))
+        else:
+            stack.extend((child, depth + 1, False) for child in node.value)
+    return None
+
 
 def _line_of(data: Any, loc: tuple, key_lines: dict) -> Optional[int]:
     """Best-effort YAML line for a pydantic error location."""
@@ -345,7 +471,7 @@ def format_validation_error(path: Path, err: ValidationError, data: Any, key_lin
         msg = "required field is missing"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    msg = " ".join(msg.split())  # always one line
+    msg = " ".join(msg.split())[:300]  # always one short line
     more = len(err.errors()) - 1
     suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{where}: {field}: {msg}{suffix}"
@@ -356,15 +482,27 @@ def parse_scenario(path: Path, raw: bytes) -> LoadedScenario:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    loader = _LineLoader(text)
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"{path}: {len(raw)} bytes; a scenario file is at most {MAX_SCENARIO_BYTES} bytes")
+    try:
+        loader = _LineLoader(text)  # the reader rejects control characters here already
+    except yaml.YAMLError as e:
+        line = text.count("\n", 0, getattr(e, "position", 0)) + 1
+        raise ScenarioError(f"{path}:{line}: invalid YAML: {' '.join(str(e).split())[:200]}") from None
     loader.key_lines = {}
     try:
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        problem = _check_nodes(node, loader) if node is not None else None
+        if problem is not None:
+            raise ScenarioError(f"{path}:{problem[0]}: {problem[1]}")
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ScenarioError(f"{where}: invalid YAML: {problem}") from None
+        raise ScenarioError(f"{where}: invalid YAML: {' '.join(str(problem).split())[:200]}") from None
+    except (RecursionError, MemoryError):
+        raise ScenarioError(f"{path}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -376,14 +514,16 @@ def parse_scenario(path: Path, raw: bytes) -> LoadedScenario:
     return LoadedScenario(scenario, path, raw)
 
 
-def load_scenario(path: Union[str, Path]) -> LoadedScenario:
-    """Read and validate a scenario file; the dataset file must exist.
+def load_scenario(path: Union[str, Path], allow_paths: tuple[Union[str, Path], ...] = ()) -> LoadedScenario:
+    """Read and validate a scenario file; the dataset (and every file it names) must exist and lie
+    where scenarios may read (see ``check_file_references``).
 
     Raises ScenarioError with one line naming file, field path (and line) and the problem.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_SCENARIO_BYTES + 1)  # never slurp /dev/zero
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
     except OSError as e:
@@ -392,7 +532,54 @@ def load_scenario(path: Union[str, Path]) -> LoadedScenario:
     ds = loaded.resolve(loaded.scenario.dataset.path)
     if not ds.is_file():
         raise ScenarioError(f"{path}: dataset.path: no such file {ds}")
+    check_file_references(loaded, allow_paths)
     return loaded
+
+
+# -- where a scenario may read files ----------------------------------------------------------------------
+# A scenario names files whose *contents are sent* to the endpoints (the dataset's prompts, a judge's
+# rubric) or echoed into reports. A scenario from elsewhere (a pull request, a colleague) must not be able
+# to turn `dataset: ~/.ssh/id_rsa` into prompts sent to a URL of its choosing. So every such file must
+# resolve (symlinks followed) inside one of: the scenario's project folder (the nearest folder above the
+# scenario holding pyproject.toml or .git, else the scenario's own folder), benchbox's bundled quality/
+# folder, or a folder the *user* allowed: `--allow-path DIR` or BENCHBOX_ALLOW_PATHS (os.pathsep-separated).
+# Not covered: managed-server definitions and model files (a definition is a command line: a scenario
+# that launches servers is code, review it like code) and tls.ca_file (read for verification, never sent).
+ALLOW_PATHS_ENV = "BENCHBOX_ALLOW_PATHS"
+BUNDLED_QUALITY = Path(__file__).resolve().parent.parent / "quality"
+_SCORER_FILE_KEYS = ("schema", "rubric", "human_labels")
+
+
+def project_root(scenario_path: Path) -> Path:
+    folder = scenario_path.resolve().parent
+    for d in (folder, *folder.parents):
+        if (d / "pyproject.toml").is_file() or (d / ".git").exists():
+            return d
+    return folder
+
+
+def file_references(sc: "Scenario") -> list[tuple[str, str]]:
+    """(field, path as written) of every file the scenario reads data from."""
+    refs = [("dataset.path", sc.dataset.path)]
+    for i, spec in enumerate(sc.quality.scorers):
+        refs += [(f"quality.scorers.{i}.{k}", spec[k]) for k in _SCORER_FILE_KEYS if isinstance(spec.get(k), str)]
+    return refs
+
+
+def check_file_references(loaded: "LoadedScenario", allow_paths: tuple[Union[str, Path], ...] = ()) -> None:
+    """Raise ScenarioError for the first data file outside the allowed folders (see above)."""
+    env = [p for p in os.environ.get(ALLOW_PATHS_ENV, "").split(os.pathsep) if p]
+    allowed = (Path(p).expanduser().resolve() for p in (*allow_paths, *env))
+    roots = [project_root(loaded.path), BUNDLED_QUALITY, *allowed]
+    for field_name, written in file_references(loaded.scenario):
+        target = loaded.resolve(written).resolve()
+        if not any(target == r or target.is_relative_to(r) for r in roots):
+            raise ScenarioError(
+                f"{loaded.path}: {field_name}: {written[:200]!r} resolves to {target}, outside the scenario's "
+                f"project folder {roots[0]}; allow it with --allow-path DIR or {ALLOW_PATHS_ENV}")
+    for i, t in enumerate(loaded.scenario.targets):
+        if t.tls.ca_file and not loaded.resolve(t.tls.ca_file).is_file():
+            raise ScenarioError(f"{loaded.path}: targets.{i}.tls.ca_file: no such file {loaded.resolve(t.tls.ca_file)}")
 
 
 class Pricing(_Strict):

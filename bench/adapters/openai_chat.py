@@ -13,6 +13,14 @@ from bench.dataset import Item
 from bench.scenario import Sampling
 
 
+def openai_tool(tool: Any) -> Any:
+    """An item's tool as the API wants it: OpenAI definitions pass through, a bare
+    ``{"name", "description", "parameters"}`` is wrapped as a function tool."""
+    if isinstance(tool, dict) and "function" not in tool and isinstance(tool.get("name"), str):
+        return {"type": "function", "function": tool}
+    return tool
+
+
 class OpenAIChatAdapter:
     name = "openai-chat"
     path = "/v1/chat/completions"
@@ -21,7 +29,10 @@ class OpenAIChatAdapter:
 
     def build_body(self, item: Item, sampling: Sampling, model: str, stream: bool = True) -> dict[str, Any]:
         messages = item.messages if item.messages is not None else [{"role": "user", "content": item.prompt}]
-        return {"model": model, "messages": messages, **sampling_fields(item, sampling, stream)}
+        body = {"model": model, "messages": messages, **sampling_fields(item, sampling, stream)}
+        if sampling.tools == "api" and isinstance(item.meta.get("tools"), list) and item.meta["tools"]:
+            body["tools"] = [openai_tool(t) for t in item.meta["tools"]]
+        return body
 
     def parse_event(self, data: bytes) -> Delta:
         return self._parse(data, "delta")

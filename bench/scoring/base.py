@@ -35,6 +35,8 @@ class ScoreInput:
     item: Item                      # the eval item (reference, slices, meta)
     text: str                       # the response content (RequestRecord.output_text), raw, never pre-cleaned
     finish_reason: Optional[str]
+    # Structured tool calls of the answer (RequestRecord.tool_calls: OpenAI shape, assembled), if any
+    tool_calls: Optional[list[dict[str, Any]]] = None
 
 
 @runtime_checkable

@@ -4,7 +4,8 @@ Accepted shapes (lenient parse, see ``jsonparse``): ``{"name": ..., "arguments":
 OpenAI shape ``{"type": "function", "function": {"name": ..., "arguments": ...}}``; ``arguments`` may
 be an object or a JSON-encoded object string, and an absent ``arguments`` means ``{}``. The tools come
 from ``item.meta["tools"]``: OpenAI tool definitions or bare ``{"name", "parameters"}`` objects.
-Structured ``tool_calls`` deltas from the stream are not scored here.
+When the server answered with structured ``tool_calls`` (``sampling.tools: api``), the first call is
+scored instead of the text.
 
 - ``tool_call_valid``: a call parsed, its name is one of the tools, its arguments match that tool's
   ``parameters`` schema (Draft 2020-12); None when the item has no tools;
@@ -93,7 +94,11 @@ class ToolCallScorer(BaseScorer):
         out: dict[str, Value] = {k: None for k in _KEYS}
         if tools is None:
             return out
-        call, _ = parse_lenient(inp.text, require_object=True)
+        if inp.tool_calls:  # the server's structured call (sampling.tools: api) is the answer
+            first = inp.tool_calls[0]
+            call = first if isinstance(first, dict) else NOTHING
+        else:
+            call, _ = parse_lenient(inp.text, require_object=True)
         name, args = _unwrap(call) if call is not NOTHING else (None, NOTHING)
         out["tool_name_correct"] = None if ref_name is None else name == ref_name
         out["tool_args_match"] = None if ref_args is None else (

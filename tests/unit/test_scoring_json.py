@@ -205,3 +205,36 @@ def test_tool_call_not_applicable():
     assert out["tool_call_valid"] is True and out["tool_name_correct"] is None and out["tool_args_match"] is None
     bad = tool('{"name": "x", "arguments": {}}', tools=[{"name": "x", "parameters": {"type": 5}}])
     assert bad["tool_call_valid"] is None and bad["tool_call_error"] == "bad_tool_schema"
+
+
+def test_tool_call_scorer_prefers_structured_tool_calls():
+    from pathlib import Path
+
+    from bench.dataset import Item
+    from bench.scoring.base import ScoreInput
+    from bench.scoring import build_scorer
+
+    tools = [{"name": "set_timer", "parameters": {"type": "object", "properties": {"minutes": {"type": "integer"}},
+                                                  "required": ["minutes"]}}]
+    item = Item(id="t1", messages=None, prompt="timer 5", reference={"name": "set_timer", "arguments": {"minutes": 5}},
+                meta={"tools": tools})
+    scorer = build_scorer({"name": "tool_call"}, Path("."))
+    structured = [{"id": "c1", "type": "function", "function": {"name": "set_timer", "arguments": '{"minutes": 5}'}}]
+    got = scorer.score(ScoreInput(item=item, text="", finish_reason="tool_calls", tool_calls=structured))
+    assert got["tool_call_valid"] is True and got["tool_args_match"] is True
+    wrong = [{"type": "function", "function": {"name": "set_timer", "arguments": '{"minutes": "five"}'}}]
+    got = scorer.score(ScoreInput(item=item, text='{"name": "set_timer", "arguments": {"minutes": 5}}',
+                                  finish_reason="tool_calls", tool_calls=wrong))
+    assert got["tool_call_valid"] is False  # the structured call decides, not the text
+
+
+def test_chat_adapter_sends_item_tools_only_in_api_mode():
+    from bench.adapters.openai_chat import OpenAIChatAdapter
+    from bench.dataset import Item
+    from bench.scenario import Sampling
+
+    item = Item(id="t1", messages=None, prompt="timer 5", meta={"tools": [{"name": "set_timer", "parameters": {}}]})
+    adapter = OpenAIChatAdapter()
+    assert "tools" not in adapter.build_body(item, Sampling(), "m")
+    body = adapter.build_body(item, Sampling(tools="api"), "m")
+    assert body["tools"] == [{"type": "function", "function": {"name": "set_timer", "parameters": {}}}]
