@@ -65,8 +65,14 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
                 why = ("the same file" if same_sha else
                        "different files, most likely holding the same tensors under different file-type "
                        "labels (llama.cpp falls back to the same types for rows it cannot quantize as asked)")
-                out.append({"kind": "identical", "targets": f"{a},{b}",
-                            "text": f"{a} and {b} give identical perplexity, KLD and same-top rate: {why}."})
+                text = f"{a} and {b} give identical perplexity, KLD and same-top rate: {why}."
+                qa, qb = quality_view(quality, a), quality_view(quality, b)
+                fa, fb = [(q.get("right_to_wrong"), q.get("wrong_to_right")) for q in (qa, qb)]
+                if None not in fa + fb and fa != fb:
+                    text += (f" Their quality passes still differ ({fa[0]}/{fa[1]} vs {fb[0]}/{fb[1]} flips "
+                             "right→wrong/wrong→right): a gap of that size is serving noise (batching under "
+                             "concurrency), not the weights.")
+                out.append({"kind": "identical", "targets": f"{a},{b}", "text": text})
     # The label's nominal bits against the measured distance.
     for i, a in enumerate(names):
         for b in names[i + 1:]:

@@ -49,6 +49,11 @@ def test_identical_candidates_and_label_order_are_stated():
     assert order["text"].startswith("g2 (Q2_K) is closer to the baseline than g3 (Q3_K_S) despite fewer "
                                     "nominal bits")
     assert "g2 226.1 MiB; g3 225.7 MiB" in order["text"]
+    noisy = compare.statements(llama, _quality(q2=_vs(120, 0.3, 21, 3, 0.001, -0.15),
+                                               q3=_vs(120, 0.31, 20, 3, 0.001, -0.14)))
+    ident = next(s for s in noisy if s["kind"] == "identical")
+    assert "still differ (21/3 vs 20/3 flips right→wrong/wrong→right): a gap of that size is serving noise" \
+        in ident["text"]
     # Within noise: no claim.
     close = {"a": _cand(0.50, 0.02, quant="Q2_K"), "b": _cand(0.51, 0.02, quant="Q3_K_S")}
     assert not [s for s in compare.statements(close, {}) if s["kind"] == "label_order"]
