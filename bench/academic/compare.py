@@ -41,13 +41,41 @@ def quality_view(quality: dict[str, Any], name: str) -> dict[str, Any]:
     out = {"n_pairs": vs.get("n_pairs"), "agreement": _g(vs, "agreement", "value"),
            "agreement_ci95": _g(vs, "agreement", "ci95"), "right_to_wrong": flips.get("right_to_wrong"),
            "wrong_to_right": flips.get("wrong_to_right"), "difference": vs.get("difference"),
-           "mcnemar_p": vs.get("mcnemar_p"), "primary": quality.get("primary")}
+           "difference_ci95": vs.get("difference_ci95"), "mcnemar_p": vs.get("mcnemar_p"),
+           "primary": quality.get("primary")}
     return {k: v for k, v in out.items() if v is not None}
 
 
 def _same_numbers(a: dict[str, Any], b: dict[str, Any]) -> bool:
     keys = (("kld", "mean"), ("same_top", "value"), ("ppl", "value"))
     return all(_fin(_g(a, *k)) and _g(a, *k) == _g(b, *k) for k in keys)
+
+
+def _rank_flips(cands: dict[str, Any], names: list[str], quality: dict[str, Any]) -> list[dict[str, str]]:
+    """Pairs that KLD orders clearly (beyond twice the combined error) while the quality pass orders them the
+    other way; says whether the quality gap itself is beyond noise (95% intervals of the two differences
+    from the baseline apart) or not."""
+    out = []
+    for a in names:
+        for b in names:
+            ka, kb = cands[a]["kld"], cands[b]["kld"]
+            if not ka["mean"] + 2 * math.hypot(ka.get("mean_err") or 0, kb.get("mean_err") or 0) < kb["mean"]:
+                continue  # a is not clearly closer than b
+            qa, qb = quality_view(quality, a), quality_view(quality, b)
+            da, db = qa.get("difference"), qb.get("difference")
+            if not (_fin(da) and _fin(db) and da < db):
+                continue
+            ca, cb = qa.get("difference_ci95") or [None, None], qb.get("difference_ci95") or [None, None]
+            apart = _fin(ca[1]) and _fin(cb[0]) and ca[1] < cb[0]
+            verdict = ("that gap is beyond noise: the held-out text does not rank these two the way the "
+                       "product task does." if apart else
+                       "the quality gap is within noise (95% intervals overlap), so neither order is "
+                       "established.")
+            out.append({"kind": "disagree" if apart else "rank", "targets": f"{a},{b}",
+                        "text": f"KLD puts {a} closer to the baseline than {b} ({ka['mean']:.4f} vs "
+                                f"{kb['mean']:.4f}), but the quality pass has {a} further below it "
+                                f"({100 * da:+.1f} vs {100 * db:+.1f} points); {verdict}"})
+    return out
 
 
 def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Optional[dict[str, Any]] = None,
@@ -93,6 +121,7 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
                                     f"{k_lo['mean']:.4f} vs {k_hi['mean']:.4f});{sizes} the file-type "
                                     "name is a promise that tensor fallbacks can break: judge by the "
                                     "measurement."})
+    out += _rank_flips(cands, names, quality)
     for n in names:
         e, q = cands[n], quality_view(quality, n)
         kld = e["kld"]["mean"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.report.svg import PALETTE, Series, bytes_h, chart, esc, finite, num, rate
 
-CALLOUT = {"disagree": "warn", "identical": "note", "label_order": "note", "agree": "note"}
+CALLOUT = {"disagree": "warn", "identical": "note", "label_order": "note", "agree": "note", "rank": "note"}
 
 
 def _g(d: Any, *path: Any) -> Any:

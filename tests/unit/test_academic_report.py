@@ -54,6 +54,18 @@ def test_identical_candidates_and_label_order_are_stated():
     ident = next(s for s in noisy if s["kind"] == "identical")
     assert "still differ (21/3 vs 20/3 flips right→wrong/wrong→right): a gap of that size is serving noise" \
         in ident["text"]
+    # KLD orders q4_0 ahead of q2_k, the quality pass the other way: said, with whether it is beyond noise.
+    ranked = {"q4_0": _cand(0.363, 0.0067), "q2_k": _cand(0.415, 0.0074, quant="Q2_K")}
+    q = _quality(q4_0=_vs(120, 0.29, 24, 1, 1e-6, -0.192), q2_k=_vs(120, 0.3, 21, 3, 3e-4, -0.15))
+    q["targets"]["q4_0"]["vs_baseline"]["all"]["difference_ci95"] = [-0.27, -0.12]
+    q["targets"]["q2_k"]["vs_baseline"]["all"]["difference_ci95"] = [-0.23, -0.07]
+    rank = next(s for s in compare.statements(ranked, q) if s["targets"] == "q4_0,q2_k")
+    assert rank["kind"] == "rank" and "within noise" in rank["text"]
+    assert rank["text"].startswith("KLD puts q4_0 closer to the baseline than q2_k (0.3630 vs 0.4150), but "
+                                   "the quality pass has q4_0 further below it (-19.2 vs -15.0 points)")
+    q["targets"]["q4_0"]["vs_baseline"]["all"]["difference_ci95"] = [-0.30, -0.25]
+    rank = next(s for s in compare.statements(ranked, q) if s["targets"] == "q4_0,q2_k")
+    assert rank["kind"] == "disagree" and "beyond noise" in rank["text"]
     # Within noise: no claim.
     close = {"a": _cand(0.50, 0.02, quant="Q2_K"), "b": _cand(0.51, 0.02, quant="Q3_K_S")}
     assert not [s for s in compare.statements(close, {}) if s["kind"] == "label_order"]
