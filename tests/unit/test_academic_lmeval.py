@@ -42,7 +42,8 @@ def test_task_types_from_local_yaml(tmp_path):
         "task: my_mc\noutput_type: multiple_choice\nprocess_docs: !function utils.process\n")
     (tmp_path / "broken.yaml").write_text("task: [unclosed\n")
     (tmp_path / "sub" / "mc2.yaml").write_text("include: mc.yaml\ntask: my_mc2\n")
-    assert task_types(tmp_path, ["my_mc", "my_mc2"]) == {"my_mc": "multiple_choice", "my_mc2": "multiple_choice"}
+    assert task_types(tmp_path, ["my_mc", "my_mc2"]) == {"my_mc": "multiple_choice",
+                                                         "my_mc2": "multiple_choice"}
     with pytest.raises(AcademicError, match=r"arc_easy not defined by a YAML file in .* \(local tasks only; "
                                             r"found: my_mc, my_mc2\)"):
         task_types(tmp_path, ["my_mc", "arc_easy"])
