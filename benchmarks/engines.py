@@ -113,12 +113,14 @@ def agreement(work: Path, users: int, requests: int, rounds: int, workers: int) 
                 t_ttft = [(truth[x["request_id"]]["chunk_ns"][0] - truth[x["request_id"]]["received_ns"]) / 1e6
                           for x in recs]
                 recv = [(x["first_token_ns"] - truth[x["request_id"]]["chunk_ns"][0]) / 1e6 for x in recs]
+                send = [(truth[x["request_id"]]["received_ns"] - x["sent_ns"]) / 1e6 for x in recs]
                 ttft = level["metrics"]["ttft_ms"]
                 rows.append({
                     "round": r, "engine": label, "n": level["requests"]["ok"], "wall_s": round(wall, 1),
                     "ttft_p50": ttft["p50"], "ttft_p99": ttft["p99"],
                     "truth_ttft_p50": round(q(t_ttft, 0.5), 3), "truth_ttft_p99": round(q(t_ttft, 0.99), 3),
                     "recv_lag_p50": round(q(recv, 0.5), 3), "recv_lag_p99": round(q(recv, 0.99), 3),
+                    "send_lag_p50": round(q(send, 0.5), 3), "send_lag_p99": round(q(send, 0.99), 3),
                     "saturated": level.get("client", {}).get("saturated"),
                 })
                 truth_path.write_text("")  # the next run's truth only
@@ -169,11 +171,11 @@ def main() -> None:
         print(f"TTFT agreement: sim TTFT 100 ms, ITL 10 ms, 128 tokens; {args.users} users, "
               f"{args.requests} measured requests per run")
         print(f"{'round':>5} {'engine':<11} {'n':>4} | {'TTFT p50':>8} {'truth':>7} | {'TTFT p99':>8} {'truth':>7} | "
-              f"{'recv lag p50/p99':>17} | saturated")
+              f"{'send lag p50/p99':>17} | {'recv lag p50/p99':>17} | saturated")
         for r in agree:
             print(f"{r['round']:>5} {r['engine']:<11} {r['n']:>4} | {r['ttft_p50']:8.2f} {r['truth_ttft_p50']:7.2f} | "
-                  f"{r['ttft_p99']:8.2f} {r['truth_ttft_p99']:7.2f} | {r['recv_lag_p50']:7.3f} /{r['recv_lag_p99']:7.3f} | "
-                  f"{r['saturated']}")
+                  f"{r['ttft_p99']:8.2f} {r['truth_ttft_p99']:7.2f} | {r['send_lag_p50']:7.3f} /{r['send_lag_p99']:7.3f} | "
+                  f"{r['recv_lag_p50']:7.3f} /{r['recv_lag_p99']:7.3f} | {r['saturated']}")
         diffs = []
         for rnd in range(args.rounds if agree else 0):
             base, *others = [r for r in agree if r["round"] == rnd]
@@ -185,6 +187,11 @@ def main() -> None:
         if diffs:
             worst = max(max(abs(d["p50"]), abs(d["p99"])) for d in diffs)
             print(f"largest |difference| over rounds: {worst:.2f} ms")
+            for engine in dict.fromkeys(r["engine"] for r in agree):
+                mine = [r for r in agree if r["engine"] == engine]
+                p50s, p99s = [r["ttft_p50"] for r in mine], [r["ttft_p99"] for r in mine]
+                print(f"{engine:<11} median of rounds: TTFT p50 {q(p50s, 0.5):.2f} ms, p99 {q(p99s, 0.5):.2f} ms; "
+                      f"round-to-round range p50 {max(p50s) - min(p50s):.2f} ms, p99 {max(p99s) - min(p99s):.2f} ms")
         tput: list[dict[str, Any]] = []
         if not args.skip_throughput:
             n = args.locust_workers

@@ -129,7 +129,6 @@ class WorkerState:
         self.level_event = gevent.event.Event()
         self._batch: list[bytes] = []
         self._batch_index = -1
-        self._flush_lock = gevent.lock.Semaphore()
         runner.register_message(p.MSG_TARGET, self._on_target)
         runner.register_message(p.MSG_LEVEL, self._on_level)
         runner.register_message(p.MSG_STOP, self._on_stop)
@@ -227,6 +226,9 @@ class WorkerState:
                         break
                     if cap is not None:
                         cap.acquire()  # at the cap the arrival waits; its lag is recorded
+                        if lvl.window.stopped:
+                            cap.release()
+                            break
                     g = gevent.spawn(self._request, lvl, seq, scheduled, phase, cursor, cap)
                     lvl.in_flight.add(g)
                     lvl.issued += 1
