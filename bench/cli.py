@@ -68,12 +68,12 @@ def main() -> None:
     """Decide whether a compressed LLM can replace its baseline: load, latency and quality in one run."""
 
 
-def _load(path: str) -> tuple[Any, Any]:
+def _load(path: str, allow_paths: tuple[Path, ...] = ()) -> tuple[Any, Any]:
     from bench.dataset import load_dataset
     from bench.scenario import ScenarioError, load_scenario
 
     try:
-        loaded = load_scenario(path)
+        loaded = load_scenario(path, allow_paths)
         dataset = load_dataset(loaded.resolve(loaded.scenario.dataset.path), loaded.scenario.dataset)
         _check_scorers(loaded)
         from bench.decision import check_decision_config
@@ -101,11 +101,17 @@ def _check_scorers(loaded: Any) -> None:
             raise ScenarioError(f"{loaded.path}: quality.scorers.{i}: {e}") from None
 
 
+_ALLOW_PATH = click.option(
+    "--allow-path", "allow_paths", multiple=True, type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+    help="also let the scenario read data files (dataset, rubric, schema) below DIR; default: its project folder")
+
+
 @main.command()
 @click.argument("scenario_file", metavar="FILE")
-def validate(scenario_file: str) -> None:
+@_ALLOW_PATH
+def validate(scenario_file: str, allow_paths: tuple[Path, ...]) -> None:
     """Check a scenario (and its dataset) without sending a request."""
-    loaded, dataset = _load(scenario_file)
+    loaded, dataset = _load(scenario_file, allow_paths)
     sc = loaded.scenario
     targets = ", ".join(f"{t.name} ({t.role})" for t in sc.targets)
     click.echo(f"{scenario_file}: ok — {len(dataset.items)} items (sha256 {dataset.sha256[:12]}), "
@@ -113,22 +119,63 @@ def validate(scenario_file: str) -> None:
 
 
 @main.command()
-@click.argument("scenario_file", metavar="FILE")
+@click.argument("scenario_file", metavar="FILE", required=False)
 @click.option("--out", "out_dir", default="runs", show_default=True, help="parent folder of run directories")
 @click.option("--quiet", is_flag=True, help="no live progress display")
 @click.option("--prometheus-port", type=click.IntRange(0, 65535), default=None,
               help="serve live metrics for Prometheus/Grafana on this port (0: any free port)")
 @click.option("--gates-only", "gates_only", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, metavar="RUN_DIR", help="re-evaluate the scenario's gates on an existing run")
-def sweep(scenario_file: str, out_dir: str, quiet: bool, prometheus_port: Optional[int],
-          gates_only: Optional[Path]) -> None:
-    """Run a scenario: every target through every load level; score, gate, write a run directory."""
-    loaded, dataset = _load(scenario_file)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="RUN_DIR", help="continue an interrupted run from its first unfinished target x level")
+@click.option("--insecure", is_flag=True, help="do not verify TLS certificates of https targets")
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PEM",
+              help="trust the CA certificates in this file for every https target")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="send from N processes (one per core); records and histograms are merged")
+@click.option("--engine", type=click.Choice(["asyncio", "locust"]), default="asyncio", show_default=True,
+              help="locust: a Locust master and --workers Locust worker processes (bench/distributed)")
+@click.option("--locust-bind", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
+              help="--engine locust: where the master listens for workers (port 0: any free port)")
+@click.option("--remote-workers", type=click.IntRange(0, 1024), default=0, show_default=True,
+              help="--engine locust: also wait for this many `benchbox locust-worker --master HOST:PORT`")
+@_ALLOW_PATH
+def sweep(scenario_file: Optional[str], out_dir: str, quiet: bool, prometheus_port: Optional[int],
+          gates_only: Optional[Path], resume_dir: Optional[Path], insecure: bool, ca_file: Optional[Path],
+          workers: int, engine: str, locust_bind: str, remote_workers: int, allow_paths: tuple[Path, ...]) -> None:
+    """Run a scenario: every target through every load level; score, gate, write a run directory.
+
+    With --resume RUN_DIR, FILE defaults to the scenario the run began with (it must be unchanged)."""
+    from bench.interrupt import exit_on_signal
+
+    exit_on_signal(click.get_current_context())  # Ctrl-C now: exit 130, nothing is written yet
+    if resume_dir is not None:
+        from bench.resume import ResumeError, scenario_of
+
+        try:
+            scenario_file = scenario_file or scenario_of(resume_dir)
+        except ResumeError as e:
+            fail(str(e))
+    if not scenario_file:
+        fail("sweep needs a scenario FILE (or --resume RUN_DIR)")
+    if ca_file is not None and not ca_file.is_file():
+        fail(f"--ca-file: no such file {ca_file}")
+    loaded, dataset = _load(scenario_file, allow_paths)
     from bench.sweep_cli import gates_only_command, run_sweep_command
 
     if gates_only is not None:
         sys.exit(gates_only_command(loaded, dataset, gates_only))
-    sys.exit(run_sweep_command(loaded, dataset, Path(out_dir), quiet, prometheus_port))
+    extra: dict[str, Any] = {}
+    if engine == "locust":
+        from bench.distributed.engine import locust_sweep_class
+
+        try:
+            extra["sweep_class"] = locust_sweep_class(workers, remote_workers, locust_bind)
+        except ValueError as e:
+            fail(str(e))
+    sys.exit(run_sweep_command(loaded, dataset, Path(out_dir), quiet, prometheus_port,
+                               insecure=insecure, ca_file=ca_file, resume=resume_dir, workers=workers,
+                               allow_paths=allow_paths, **extra))
 
 
 @main.command()

@@ -16,6 +16,8 @@ import orjson
 from bench.scenario import DatasetSpec, ScenarioError
 
 _ALLOWED_KEYS = {"id", "messages", "prompt", "reference", "slices", "max_tokens", "meta"}
+MAX_ID_CHARS = 512
+MAX_TOKENS = 1_000_000  # as sampling.max_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +52,8 @@ def _item_from(obj: Any, where: str) -> Item:
     if extra:
         raise ScenarioError(f"{where}: unknown key {extra[0]!r} (allowed: {', '.join(sorted(_ALLOWED_KEYS))})")
     item_id = obj.get("id")
-    if not isinstance(item_id, (str, int)) or isinstance(item_id, bool) or str(item_id) == "":
-        raise ScenarioError(f"{where}: 'id' must be a non-empty string")
+    if not isinstance(item_id, (str, int)) or isinstance(item_id, bool) or not 0 < len(str(item_id)) <= MAX_ID_CHARS:
+        raise ScenarioError(f"{where}: 'id' must be a non-empty string of at most {MAX_ID_CHARS} characters")
     messages, prompt = obj.get("messages"), obj.get("prompt")
     if (messages is None) == (prompt is None):
         raise ScenarioError(f"{where}: give exactly one of 'messages' (chat) or 'prompt' (completions)")
@@ -67,8 +69,9 @@ def _item_from(obj: Any, where: str) -> Item:
     if not isinstance(slices, list) or not all(isinstance(s, str) for s in slices):
         raise ScenarioError(f"{where}: 'slices' must be a list of strings")
     max_tokens = obj.get("max_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-        raise ScenarioError(f"{where}: 'max_tokens' must be a positive integer")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
+                                   or not 1 <= max_tokens <= MAX_TOKENS):
+        raise ScenarioError(f"{where}: 'max_tokens' must be a positive integer (at most {MAX_TOKENS})")
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise ScenarioError(f"{where}: 'meta' must be an object")
@@ -86,6 +89,8 @@ def load_dataset(path: Path, spec: Optional[DatasetSpec] = None) -> Dataset:
         raise ScenarioError(f"{path}: cannot read dataset: {e.strerror}") from None
     items: list[Item] = []
     seen: dict[str, int] = {}
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (some editors write one)
+        raw = raw[3:]
     for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue

@@ -90,10 +90,15 @@ def _pdeathsig() -> Optional[Callable[[], None]]:
 _LIVE: set["ManagedServer"] = set()
 
 
+def stop_all_servers(grace_s: float = 5.0) -> None:
+    """Stop every managed server this process still runs (at exit; on a second Ctrl-C with a short grace)."""
+    for server in list(_LIVE):
+        server.stop_sync(grace_s=grace_s)
+
+
 @atexit.register
 def _stop_all_at_exit() -> None:
-    for server in list(_LIVE):
-        server.stop_sync(grace_s=5.0)
+    stop_all_servers(grace_s=5.0)
 
 
 # ---------------------------------------------------------------------------------------------- the server

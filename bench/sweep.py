@@ -19,8 +19,11 @@ from bench.observe import Observers
 from bench.patterns import LevelWindow, MonotonicClock, pattern_for
 from bench.records import RecordWriter, RequestRecord
 from bench.results import build_result, write_json_atomic
+from bench.interrupt import signals_blocked
+from bench.resume import ResumeState, begin_resume
 from bench.runner import LevelRunner, LiveStats, TargetRuntime, cancel_and_wait
-from bench.scenario import LoadedScenario, ScenarioError, Target
+from bench.scenario import ENV_REF, LoadedScenario, ScenarioError, Target
+from bench.client_health import ClientHealth, merge_health, saturation_note
 from bench.server_info import describe_server
 from bench.stats import LevelAccumulator, cold_summary
 
@@ -45,6 +48,9 @@ class SweepState:
     interrupted: Optional[str] = None
     current: Optional[LevelAccumulator] = None
     servers: list[Any] = field(default_factory=list)
+    # What --resume may skip: [[target, level], ...] measured to the end, and targets with nothing left.
+    levels_done: list[list[Any]] = field(default_factory=list)
+    targets_done: list[str] = field(default_factory=list)
 
 
 class _Accumulate:
@@ -59,6 +65,16 @@ class _Accumulate:
             self.cold.append(record)
         elif self.state.current is not None:
             self.state.current.add(record)
+
+
+class _StampResume:
+    """First sink of a resumed run: its records carry the resume number (before the writer sees them)."""
+
+    def __init__(self, resume: int):
+        self.resume = resume
+
+    def on_record(self, record: RequestRecord) -> None:
+        record.resume = self.resume
 
 
 def make_run_dir(base: Path, scenario_name: str) -> Path:
@@ -76,15 +92,47 @@ def make_run_dir(base: Path, scenario_name: str) -> Path:
 def auth_headers(target: Target, environ: Optional[dict[str, str]] = None) -> dict[str, str]:
     """Headers for the wire. The API key comes only from the environment variable named."""
     env = os.environ if environ is None else environ
-    headers = dict(target.headers)
+
+    def from_env(var: str, what: str) -> str:
+        value = env.get(var)
+        if not value:
+            raise ScenarioError(f"target {target.name}: environment variable {var} ({what}) is not set")
+        if not value.isprintable() or any(ord(c) > 255 for c in value):  # never echoed: it is a secret
+            raise ScenarioError(f"target {target.name}: environment variable {var} ({what}) holds a line break "
+                                "or a character that cannot go in an HTTP header")
+        return value
+
+    headers = {name: ENV_REF.sub(lambda m, name=name: from_env(m[1], f"header {name}"), value)
+               for name, value in target.headers.items()}
     if target.api_key_env:
-        key = env.get(target.api_key_env)
-        if not key:
-            raise ScenarioError(
-                f"target {target.name}: environment variable {target.api_key_env} (api_key_env) is not set"
-            )
-        headers["Authorization"] = f"Bearer {key}"
+        headers["Authorization"] = f"Bearer {from_env(target.api_key_env, 'api_key_env')}"
     return headers
+
+
+def secret_values(target: Target, environ: Optional[dict[str, str]] = None) -> list[str]:
+    """The values auth_headers takes from the environment (API key, ``${VAR}`` in headers)."""
+    env = os.environ if environ is None else environ
+    names = [m[1] for v in target.headers.values() for m in ENV_REF.finditer(v)]
+    names += [target.api_key_env] if target.api_key_env else []
+    return sorted({env[n] for n in names if env.get(n)}, key=len, reverse=True)
+
+
+class Redact:
+    """First sink of every target: a secret a server echoes back (a 401 body quoting the request's
+    headers, a model repeating its prompt) is cut out of the record before anything stores or exports it.
+    Values shorter than 6 characters are left alone (they would cut ordinary text)."""
+
+    def __init__(self, secrets: list[str]):
+        self.secrets = [s for s in secrets if len(s) >= 6]
+
+    def on_record(self, record: RequestRecord) -> None:
+        for secret in self.secrets:
+            if record.error_detail and secret in record.error_detail:
+                record.error_detail = record.error_detail.replace(secret, "[redacted]")
+            if secret in record.output_text:
+                record.output_text = record.output_text.replace(secret, "[redacted]")
+            if secret in record.reasoning_text:
+                record.reasoning_text = record.reasoning_text.replace(secret, "[redacted]")
 
 
 def ordered_targets(targets: list[Target]) -> list[Target]:
@@ -101,27 +149,59 @@ class Sweep:
         progress: Any,
         say: Callable[[str], None],
         prometheus_port: Optional[int] = None,
+        tls: Optional[dict[str, Any]] = None,
+        resume: Optional[ResumeState] = None,
     ):
+        """``tls``: target name -> ssl.SSLContext for https targets (default: verify with the system CAs).
+        ``resume``: continue that interrupted run in ``run_dir`` (bench/resume.py)."""
         self.loaded = loaded
         self.sc = loaded.scenario
         self.dataset = dataset
         self.progress = progress
         self.say = say
-        run_id = run_dir.name
-        manifest = build_manifest(loaded, dataset, run_id)
+        self.tls = tls or {}
+        self.resume = resume
+        # --workers N: requests go out from N worker processes (bench/workers.py); this process
+        # coordinates and accumulates. Set by the CLI before run().
+        self.workers = 1
+        self.allow_paths: tuple[Any, ...] = ()
+        self.tls_flags: dict[str, Any] = {}  # --insecure / --ca-file, for the workers' own TLS contexts
+        self.pool: Any = None
+        if resume is not None:
+            begin_resume(resume)
+            manifest = resume.manifest
+        else:
+            manifest = build_manifest(loaded, dataset, run_dir.name)
         self.state = SweepState(run_dir, manifest, RecordWriter(run_dir / "records.jsonl"))
+        if resume is not None:
+            st = self.state
+            st.levels, st.targets, st.notes = list(resume.levels), dict(resume.targets), list(resume.notes)
+            st.levels_done, st.targets_done = list(resume.levels_done), list(resume.targets_done)
         self.clock = MonotonicClock()
         self.observers = Observers(self.sc.name, self.sc.observability, run_dir, prometheus_port)
         write_json_atomic(run_dir / "manifest.json", manifest)
+        self.checkpoint()  # a valid (incomplete) result.json exists from the start
 
     # -- lifecycle -----------------------------------------------------------------
     async def run(self) -> None:
-        port = self.observers.start()
+        with signals_blocked():  # the exporter's thread must not be the one a Ctrl-C lands in
+            port = self.observers.start()
         if port is not None:
             self.say(f"live metrics: http://{self.sc.observability.prometheus_host}:{port}/metrics")
             self.state.manifest["prometheus_port"] = port
+        if self.workers > 1:
+            from bench.workers import WorkerError, WorkerPool  # lazy: single-process sweeps never need it
+
+            self.pool = WorkerPool(self.workers, str(self.loaded.path), tuple(str(p) for p in self.allow_paths))
+            try:
+                await self.pool.start()
+            except WorkerError as e:
+                self.pool = None
+                raise SweepError(f"--workers: {e}") from None
         try:
             for target in ordered_targets(self.sc.targets):
+                if target.name in self.state.targets_done:  # --resume: measured already
+                    continue
                 try:
                     await self._run_target(target)
                 except SweepError as e:
@@ -131,6 +211,8 @@ class Sweep:
                 if self.state.interrupted:
                     break
         finally:
+            if self.pool is not None:
+                await self.pool.close()
             await self.observers.stop_sampling()
 
     def finalize(self, complete: bool) -> dict[str, Any]:
@@ -141,11 +223,28 @@ class Sweep:
             st.current = None
         st.writer.close()
         complete = complete and not st.failures
-        result = build_result(st.manifest, st.levels, st.targets, complete, st.interrupted, st.notes)
-        result["failures"] = list(st.failures)
+        result = self._result(complete)
         write_json_atomic(st.run_dir / "result.json", result)
         write_json_atomic(st.run_dir / "manifest.json", st.manifest)
         return result
+
+    def _result(self, complete: bool) -> dict[str, Any]:
+        st = self.state
+        result = build_result(st.manifest, st.levels, st.targets, complete, st.interrupted, st.notes)
+        result["failures"] = list(st.failures)
+        result["progress"] = {"levels_done": st.levels_done, "targets_done": st.targets_done}
+        return result
+
+    def checkpoint(self) -> None:
+        """An incomplete result.json of what is finished so far (what --resume starts from)."""
+        write_json_atomic(self.state.run_dir / "result.json", self._result(False))
+
+    def _done(self, target: str, level: Optional[float] = None) -> None:
+        if level is None:
+            self.state.targets_done.append(target)
+        else:
+            self.state.levels_done.append([target, level])
+        self.checkpoint()
 
     # -- one target ----------------------------------------------------------------
     async def _run_target(self, target: Target) -> None:
@@ -163,6 +262,8 @@ class Sweep:
                             max_response_bytes=target.max_response_bytes or response_byte_cap(most_tokens))
         if target.protocol == "triton-grpc":  # same seam, Triton's gRPC streaming inference
             endpoint = GrpcEndpoint(base_url, headers, endpoint.max_response_bytes)
+        elif getattr(endpoint, "ssl_context", None) is not None and target.name in self.tls:
+            endpoint.ssl_context = self.tls[target.name]  # --insecure, --ca-file, tls.ca_file
         try:
             reported = await asyncio.get_running_loop().run_in_executor(
                 None, describe_server, target, base_url, headers, 10.0)
@@ -178,6 +279,14 @@ class Sweep:
             runner = LevelRunner(runtime, self.dataset, self.sc.sampling,
                                  [st.writer, sink, live, *self.observers.sinks()], self.clock,
                                  retries=self.sc.load.retries)
+            runner.sinks.insert(0, Redact(secret_values(target)))
+            if self.resume is not None:  # items continue where the finished levels left off
+                runner.resume_from(self.resume.cursors.get(target.name, {}))
+                runner.sinks.insert(0, _StampResume(self.resume.resume))
+            if self.pool is not None:
+                if target.protocol == "triton-grpc":
+                    raise SweepError(f"target {target.name}: --workers supports HTTP targets only")
+                self.pool.set_target(target.name, base_url, headers, endpoint.max_response_bytes, self.tls_flags)
             metrics_url = target.metrics_url or (server.metrics_url if server is not None else None)
             self.observers.target_started(target.name, metrics_url)
             if server is not None and target.server.cold_requests:
@@ -214,6 +323,8 @@ class Sweep:
     async def _run_levels(self, target: Target, runner: LevelRunner, live: LiveStats, server: Any) -> None:
         st, load = self.state, self.sc.load
         for index, level in enumerate(load.levels):
+            if [target.name, level] in st.levels_done:  # --resume: measured already
+                continue
             window = LevelWindow(
                 start_ns=self.clock.now_ns(),
                 warmup_s=load.warmup.seconds,
@@ -227,18 +338,41 @@ class Sweep:
             self.progress.start_level(target.name, level, load, live)
             self.observers.level_started(target.name, level, live)
             watchdog = asyncio.ensure_future(self._watch_server(server, window, target)) if server else None
+            health = ClientHealth()
+            runner.sinks.append(health)
+            health.start()
+            worker_reports: list[dict[str, Any]] = []
             try:
-                await runner.run_level(pattern_for(load, level, index), window, level, index, live)
+                if self.pool is not None:
+                    # All workers start the level at one instant on the shared monotonic clock.
+                    window.start_ns = self.clock.now_ns() + 50_000_000
+                    try:
+                        worker_reports = await self.pool.run_level(level, index, window.start_ns, runner.sinks)
+                    except RuntimeError as e:  # WorkerError: a worker died; its records so far are kept
+                        raise SweepError(f"target {target.name} @ {level:g}: {e}") from None
+                    runner.unreachable = any(r.get("unreachable") for r in worker_reports)
+                else:
+                    await runner.run_level(pattern_for(load, level, index), window, level, index, live)
             finally:
+                runner.sinks.remove(health)
+                summary = st.current.summary()
+                summary["client"] = health.stop()
+                if worker_reports:
+                    summary["client"] = merge_health([r["health"] for r in worker_reports], summary["client"])
+                if summary["client"]["saturated"]:
+                    note = saturation_note(target.name, level, summary["client"])
+                    st.notes.append(note)
+                    self.say(f"warning: {note}")
                 if watchdog is not None:
                     await cancel_and_wait(watchdog)
-                summary = st.current.summary()
                 observed = await self.observers.level_finished(target.name, level)
                 if observed:
                     summary["observed"] = observed
                 st.levels.append(summary)
                 st.current = None
                 self.progress.end_level(summary)
+            if server is None or server.exited() is None:
+                self._done(target.name, level)
             if server is not None and server.exited() is not None:
                 failure = (f"{target.name}: managed server exited (code {server.exited()}) during level "
                            f"{level:g}; records so far are kept; last log lines:\n{server.log_tail(10)}")
@@ -249,6 +383,7 @@ class Sweep:
                 note = f"{target.name} @ {level:g}: endpoint unreachable, stopped this target"
                 st.notes.append(note)
                 self.say(note)
+                self._done(target.name)
                 return
             rate = summary["error_rate"]
             if load.stop_error_rate is not None and rate is not None and rate > load.stop_error_rate:
@@ -256,9 +391,11 @@ class Sweep:
                         f"{load.stop_error_rate:.1%}; higher levels skipped")
                 st.notes.append(note)
                 self.say(note)
+                self._done(target.name)
                 return
             if load.cooldown_s and index < len(load.levels) - 1:
                 await asyncio.sleep(load.cooldown_s)
+        self._done(target.name)
 
     @staticmethod
     async def _watch_server(server: Any, window: LevelWindow, target: Target) -> None:

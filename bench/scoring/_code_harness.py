@@ -1,10 +1,11 @@
 """Child side of the ``code`` scorer: run with ``python -s -S -B -c <this source> <payload.json>``.
 
-Standalone (imports only the standard library). Order: set resource limits; read and delete the
-payload; point fds 0-2 at /dev/null, keeping a private duplicate of stdout for results; disable the
-process-spawning and file-destroying functions of ``os`` (a guard against accidents, as in HumanEval's
-``reliability_guard``, not a security boundary); run the answer as a module, then each test in the
-same namespace. Every result is one line ``<nonce> <json>`` written (unbuffered) as soon as known, so
+Standalone (imports only the standard library). Order: die with the parent (PR_SET_PDEATHSIG); set
+resource limits; read and delete the payload; point fds 0-2 at /dev/null, keeping a private duplicate of
+stdout for results; disable the process-spawning and file-destroying functions of ``os`` and the creation
+of sockets (a guard against accidents, as in HumanEval's ``reliability_guard``, not a security boundary:
+the parent also runs this in an empty network namespace where the host allows it); run the answer as a
+module, then each test in the same namespace. Every result is one line ``<nonce> <json>`` written (unbuffered) as soon as known, so
 the parent keeps the results of the tests that finished before a timeout or a crash.
 """
 
@@ -36,9 +37,52 @@ def _limit(which, soft, hard=None):
         pass
 
 
+def _die_with_parent(parent):
+    """SIGKILL when the scoring process dies (even by SIGKILL): an answer that sleeps forever is no orphan."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL (Linux; elsewhere the wall timeout only)
+    except (OSError, AttributeError, ImportError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _no_network():
+    """No new sockets; wrapping an existing descriptor (socketpair, fromfd) stays possible, so asyncio's
+    event loop still works. Connecting, listening and DNS all need a new socket and fail with PermissionError."""
+    import _socket
+    import socket
+
+    class GuardedSocket(socket.socket):
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            if fileno is None:
+                raise PermissionError("network access is disabled in the code sandbox")
+            super().__init__(family, type, proto, fileno)
+
+    raw_init = _socket.socket.__init__
+
+    class GuardedRawSocket(_socket.socket):  # socket.socket.__init__ calls _socket.socket.__init__ by name
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            if fileno is None:
+                raise PermissionError("network access is disabled in the code sandbox")
+            raw_init(self, family, type, proto, fileno)
+
+    socket.socket = socket.SocketType = GuardedSocket
+    _socket.socket = _socket.SocketType = GuardedRawSocket
+
+    def no_dns(*args, **kwargs):
+        raise PermissionError("network access is disabled in the code sandbox")
+
+    socket.getaddrinfo = _socket.getaddrinfo = no_dns
+
+
 def _guard(root):
-    """Writes only below ``root`` (the fresh temp dir); no spawning, killing, deleting or renaming."""
+    """Writes only below ``root`` (the fresh temp dir); no spawning, killing, deleting or renaming; no sockets."""
     import posix
+
+    _no_network()
 
     for name in _SPAWN_AND_DESTROY:
         for mod in (os, posix):
@@ -81,6 +125,7 @@ def main():
     with open(sys.argv[1], encoding="ascii") as f:
         payload = json.load(f)
     os.unlink(sys.argv[1])
+    _die_with_parent(payload.get("parent", os.getppid()))
     lim = payload["limits"]
     _limit(resource.RLIMIT_CPU, lim["cpu_s"], lim["cpu_s"] + 1)
     _limit(resource.RLIMIT_AS, lim["memory_bytes"])

@@ -8,8 +8,11 @@ in a fresh temp dir as cwd, stdin/stdout/stderr on /dev/null, an environment of 
 by the child itself before the answer runs (``_code_harness``; not a ``preexec_fn``, which can deadlock when
 the caller scores from threads): CPU seconds, address space, file size, no core
 dumps, no new processes or threads (RLIMIT_NPROC, not enforced for root), 64 open files; spawning and
-deleting functions of ``os`` are disabled and files may be written only inside the temp dir. This is
-an accident guard, not a security boundary: score untrusted models in a container, not as root.
+deleting functions of ``os`` are disabled and files may be written only inside the temp dir. No network:
+the child runs in a new, empty network namespace (``unshare --net``; ``--map-root-user`` too when not
+root) wherever the host allows it (``network_isolation()`` says), and in any case its ``socket`` module
+refuses to create sockets. It dies with the scorer (PR_SET_PDEATHSIG). This is an accident guard, not a
+security boundary: score untrusted models in a container, not as root.
 
 Each test line runs separately in the answer's namespace, so ``code_tests_passed_frac`` counts them;
 ``code_pass`` (pass@1) needs every test. ``code_error`` names the first failure: the exception class
@@ -20,11 +23,13 @@ Each test line runs separately in the answer's namespace, so ``code_tests_passed
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +67,25 @@ def syntax_error(code: str) -> Optional[str]:
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as e:
         return type(e).__name__ if isinstance(e, SyntaxError) else "SyntaxError"
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def network_isolation() -> tuple[str, ...]:
+    """argv prefix that runs a command in a new network namespace with no interfaces up (so no network),
+    or () where this host cannot (no ``unshare``, user namespaces disabled): then only the harness's
+    socket guard stops the code. Probed once per process."""
+    exe = shutil.which("unshare")
+    if not exe:
+        return ()
+    for prefix in ((exe, "--net"), (exe, "--map-root-user", "--net")):
+        try:
+            ok = subprocess.run([*prefix, "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        if ok:
+            return prefix
+    return ()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -115,7 +139,7 @@ class CodeScorer(BaseScorer):
         """({"load": err|None, i: (err|None,), "done": True}, timed_out, returncode)."""
         cfg = self.config
         nonce = secrets.token_hex(12)
-        payload = {"nonce": nonce, "code": code, "tests": tests, "limits": {
+        payload = {"nonce": nonce, "code": code, "tests": tests, "parent": os.getpid(), "limits": {
             "cpu_s": math.ceil(cfg.timeout_s) + 1, "memory_bytes": cfg.memory_mb * 2**20,
             "file_bytes": int(cfg.file_size_mb * 2**20)}}
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0"}
@@ -124,7 +148,8 @@ class CodeScorer(BaseScorer):
             path = os.path.join(tmp, "payload.json")
             with open(path, "w", encoding="ascii") as f:
                 json.dump(payload, f)
-            with subprocess.Popen([sys.executable, "-s", "-S", "-B", "-c", HARNESS, path], cwd=tmp, env=env,
+            argv = [*network_isolation(), sys.executable, "-s", "-S", "-B", "-c", HARNESS, path]
+            with subprocess.Popen(argv, cwd=tmp, env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                   start_new_session=True) as proc:
                 try:
