@@ -150,11 +150,19 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
             if not (b and c and _fin(b.get("score")) and _fin(c.get("score"))):
                 continue
             d_lm = c["score"] - b["score"]
-            d_q = quality_view(quality, n).get("difference")
+            q = quality_view(quality, n)
+            d_q = q.get("difference")
             noise = 2 * math.hypot(b.get("stderr") or 0.0, c.get("stderr") or 0.0)
+            dropped = _fin(q.get("mcnemar_p")) and q["mcnemar_p"] < 0.05 and _fin(d_q) and d_q < 0
             if _fin(d_q) and abs(d_lm) > noise and d_lm * d_q < 0:
                 out.append({"kind": "disagree", "targets": n,
                             "text": f"{n}: lm-eval {c.get('metric')} moves {d_lm:+.3f} against the baseline "
                                     f"while the quality pass moves {d_q:+.3f}: the benchmark task and the "
                                     "product task disagree on direction."})
+            elif dropped and abs(d_lm) <= noise:
+                out.append({"kind": "disagree", "targets": n,
+                            "text": f"{n}: the quality pass finds a significant drop ({100 * d_q:+.1f} "
+                                    f"points) that lm-eval {c.get('metric')} does not resolve ({d_lm:+.3f}, "
+                                    f"noise ±{noise:.3f} on n={c.get('n') or '?'}): a small benchmark that "
+                                    "shows no change is no evidence of no harm."})
     return out

@@ -87,6 +87,13 @@ def test_disagreement_with_the_quality_pass_in_words():
     llama["base"] = {"role": "baseline"}
     found = [s for s in compare.statements(llama, quality, lm) if "lm-eval" in s["text"]]
     assert found and found[0]["text"].startswith("low: lm-eval exact_match moves +0.200")
+    # a significant product drop that a 20-item benchmark cannot see
+    lm["bad"] = {"score": 0.4, "stderr": 0.11, "metric": "exact_match", "n": 20}
+    lm["base"]["stderr"] = 0.11
+    said = compare.statements(llama, quality, lm)
+    blind = next(s for s in said if s["targets"] == "bad" and "lm-eval" in s["text"])
+    assert ("significant drop (-22.0 points) that lm-eval exact_match does not resolve (+0.000, noise ±0.311 "
+            "on n=20)") in blind["text"]
 
 
 def _section() -> dict[str, Any]:
