@@ -163,6 +163,6 @@ def statements(llamacpp: dict[str, Any], quality: dict[str, Any], lmeval: Option
                 out.append({"kind": "disagree", "targets": n,
                             "text": f"{n}: the quality pass finds a significant drop ({100 * d_q:+.1f} "
                                     f"points) that lm-eval {c.get('metric')} does not resolve ({d_lm:+.3f}, "
-                                    f"noise ±{noise:.3f} on n={c.get('n') or '?'}): a small benchmark that "
-                                    "shows no change is no evidence of no harm."})
+                                    f"noise ±{noise:.3f} on n={c.get('n') or '?'}): a benchmark this small "
+                                    "cannot rule the harm out."})
     return out
