@@ -128,7 +128,8 @@ def _endpoints(endpoints: dict[str, Any], dot: Any) -> str:
             continue
         pr = e.get("probe") or {}
         probe = ("–" if not pr else '<span class="okt">yes</span>' if pr.get("supported")
-                 else f'<span class="badt">no</span> <span class="hint">{esc(pr.get("reason"))}</span>')
+                 else f'<span class="badt">no</span> <span class="hint">'
+                      f'{esc(str(pr.get("reason") or "").removeprefix("no prompt logprobs: "))}</span>')
         p = e.get("perplexity") or {}
         ppl = (num(p.get("ppl"), ".2f") + f' <span class="hint">({esc(p.get("tokens"))} tokens)</span>'
                if p.get("status") == "ok" else esc(p.get("status") or "–"))
@@ -148,12 +149,12 @@ def _endpoints(endpoints: dict[str, Any], dot: Any) -> str:
 
 
 def _plot(rows: list[dict[str, Any]], color: dict[str, str]) -> str:
-    """Mean KLD against size on disk, one point per candidate (log10 KLD when they span 50x: the chart
+    """Mean KLD against size on disk, one point per candidate (log10 KLD when they span 20x: the chart
     has no log y axis, so the values are plotted as log10 and the axis says so)."""
     pts = [r for r in rows if finite(r["size_bytes"]) and finite(r["kld"]) and r["kld"] > 0]
     if len(pts) < 2:
         return ""
-    log = max(r["kld"] for r in pts) / min(r["kld"] for r in pts) > 50
+    log = max(r["kld"] for r in pts) / min(r["kld"] for r in pts) > 20
 
     def y(v: float) -> float:
         return math.log10(v) if log else v

@@ -124,7 +124,7 @@ def test_report_section_html():
     assert "q2&lt;k&gt;" in html and "q2<k>" not in html
     assert "q2<k>: views" not in html and "q2&lt;k&gt;: views &lt;disagree&gt;" in html
     assert "0.4140 ± 0.0074" in html and "60.5% ± 1.0" in html and "+37.8%" in html
-    assert "vocab mismatch" in html and "no prompt logprobs: echo ignored" in html
+    assert "vocab mismatch" in html and "no</span> <span class=\"hint\">echo ignored" in html
     assert "benchbox_voice_intent exact_match <b>0.400 ± 0.110</b>" in html
     assert 'class="callout warn">q2&lt;k&gt;' in html
     # Nothing academic: no section at all.
