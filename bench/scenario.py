@@ -586,6 +586,9 @@ class Pricing(_Strict):
     """What serving costs (bench/cost.py). Keys are target names; ``default`` applies to every
     target not named. Both kinds of price may be given; a target's cost per request is their sum."""
 
+    # inf/nan reach _prices, whose message names the target.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=True)
+
     per_instance_hour: dict[str, float] = Field(
         default_factory=dict, description="target name (or 'default') -> price of one instance per hour")
     per_million_output_tokens: dict[str, float] = Field(
