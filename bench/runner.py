@@ -97,10 +97,14 @@ class LevelRunner:
         # With --workers N, worker w walks positions w, w+N, w+2N... of the same sequences
         # (items and request numbers), so N workers together cover exactly what one would.
         self.stride, self.offset = 1, 0
+        self._base = {"measure": 0, "warmup": 0, "cold": 0}  # --workers + --resume: where the run left off
 
     def resume_from(self, cursors: dict[str, int]) -> None:
         """A resumed run (bench/resume.py): requests already sent per phase, so items continue in order."""
-        self._cursor.update({k: v for k, v in cursors.items() if k in self._cursor})
+        if self.stride > 1:  # a worker: positions base + k*N + w, k counting its own requests
+            self._base.update({k: v for k, v in cursors.items() if k in self._base})
+        else:
+            self._cursor.update({k: v for k, v in cursors.items() if k in self._cursor})
 
     def body_for(self, item: Item, repeat: int) -> bytes:
         body: dict[str, Any] = self.runtime.adapter.build_body(item, self.sampling, self.runtime.model)
@@ -115,7 +119,7 @@ class LevelRunner:
         k = self._cursor[phase]
         self._cursor[phase] = k + 1
         if self.stride > 1:
-            k = k * self.stride + self.offset
+            k = self._base[phase] + k * self.stride + self.offset
             seq = seq * self.stride + self.offset
         item = self.items[k % n] if phase == "measure" else self.items[n - 1 - (k % n)]
         repeat = k // n

@@ -286,7 +286,9 @@ class Sweep:
             if self.pool is not None:
                 if target.protocol == "triton-grpc":
                     raise SweepError(f"target {target.name}: --workers supports HTTP targets only")
-                self.pool.set_target(target.name, base_url, headers, endpoint.max_response_bytes, self.tls_flags)
+                cursors = self.resume.cursors.get(target.name, {}) if self.resume is not None else {}
+                self.pool.set_target(target.name, base_url, headers, endpoint.max_response_bytes, self.tls_flags,
+                                     cursors=cursors)
             metrics_url = target.metrics_url or (server.metrics_url if server is not None else None)
             self.observers.target_started(target.name, metrics_url)
             if server is not None and target.server.cold_requests:

@@ -88,12 +88,12 @@ class WorkerPool:
                 raise WorkerError(f"worker {w.index} did not start: {msg.get('error')}")
 
     def set_target(self, name: str, base_url: str, headers: dict[str, str], max_response_bytes: int,
-                   tls_flags: Optional[dict[str, Any]] = None) -> None:
+                   tls_flags: Optional[dict[str, Any]] = None, cursors: Optional[dict[str, int]] = None) -> None:
         """The scenario target ``name`` (workers read the rest of it from the scenario) at ``base_url``;
         ``tls_flags``: the run's --insecure / --ca-file, from which workers build the same TLS context."""
         for w in self.workers:
             w.send({"op": "target", "name": name, "base_url": base_url, "headers": headers,
-                    "max_response_bytes": max_response_bytes, "tls": tls_flags or {}})
+                    "max_response_bytes": max_response_bytes, "tls": tls_flags or {}, "cursors": cursors or {}})
 
     async def run_level(self, level: float, index: int, start_ns: int, sinks: list[Any]) -> list[dict[str, Any]]:
         """Run one level on every worker; records go to ``sinks`` as they arrive. Returns the
@@ -223,6 +223,7 @@ async def _worker_main(scenario_path: str, index: int, count: int, allow_paths: 
                                         target.timeout_s)
                 runner = LevelRunner(runtime, dataset, sc.sampling, [emit], clock, retries=load.retries)
                 runner.stride, runner.offset = count, index
+                runner.resume_from(job.get("cursors") or {})  # --resume: continue the eval set where it stopped
                 continue
             assert runner is not None
             level, level_index = job["level"], job["index"]

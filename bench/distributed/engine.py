@@ -284,9 +284,11 @@ class LocustPool:
         await self.cluster.start()
 
     def set_target(self, name: str, base_url: str, headers: dict[str, str], max_response_bytes: int,
-                   tls_flags: Optional[dict[str, Any]] = None) -> None:
+                   tls_flags: Optional[dict[str, Any]] = None, cursors: Optional[dict[str, int]] = None) -> None:
         """The target for the next levels. TLS comes from the sweep's own context for the target
-        (which already applies --insecure / --ca-file), so ``tls_flags`` is not needed here."""
+        (which already applies --insecure / --ca-file), so ``tls_flags`` is not needed here.
+        ``cursors`` (a resumed run's eval-set position) is not applied by this engine: a resumed
+        locust sweep restarts each target's items from the first."""
         target = self.targets[name]
         host = urlsplit(base_url).hostname or ""
         if self.cluster.options.remote_workers and (host == "localhost" or host.startswith("127.") or host == "::1"):

@@ -130,7 +130,7 @@ CASES: dict[str, tuple[tuple[str, ...], dict[str, Any], str]] = {
     "malformed_json": (("--chaos", "malformed_json=0.3"), {}, "malformed stream event"),
     "error_event": (("--chaos", "error_event=0.3"), {}, "error in stream: 'simulated failure"),
     "oversize": (("--chaos", "oversize=0.3"), {"max_response_bytes": 65536}, "exceeded 65536 bytes"),
-    "bad_utf8": (("--chaos", "bad_utf8=0.3"), {}, "malformed stream event"),
+    "bad_utf8": (("--chaos", "bad_utf8=0.3"), {}, "not valid UTF-8"),
 }
 
 

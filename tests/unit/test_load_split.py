@@ -77,3 +77,24 @@ def test_saturation_verdict_names_each_reason() -> None:
     merged = merge_health([summarize(quiet, quiet, 0.2), summarize(loud, quiet, 0.2)], summarize(quiet, quiet, 0.95))
     assert merged["saturated"] and merged["reasons"][0].startswith("worker 1:")
     assert any(r.startswith("coordinator CPU") for r in merged["reasons"])
+
+
+def test_resumed_workers_continue_the_eval_set_where_the_run_stopped() -> None:
+    from pathlib import Path
+
+    from bench.adapters.openai_chat import OpenAIChatAdapter
+    from bench.dataset import Dataset, Item
+    from bench.runner import LevelRunner, TargetRuntime
+    from bench.scenario import Sampling
+
+    items = tuple(Item(id=f"i{k}", messages=None, prompt=f"p{k}") for k in range(5))
+    dataset = Dataset(path=Path("x.jsonl"), items=items, sha256="x")
+    records = []
+    for w in range(2):
+        runner = LevelRunner(TargetRuntime("t", "m", _NoNetwork(), OpenAIChatAdapter(), 5.0),  # type: ignore[arg-type]
+                             dataset, Sampling(), [], FakeClock())
+        runner.stride, runner.offset = 2, w
+        runner.resume_from({"measure": 3})  # the interrupted run had sent 3 measured requests
+        records += [asyncio.run(runner.send(1, 0, seq, 0, "measure", None)) for seq in range(2)]
+    walked = [(r.item_id, r.repeat) for r in sorted(records, key=lambda r: r.seq)]
+    assert walked == [("i3", 0), ("i4", 0), ("i0", 1), ("i1", 1)]
