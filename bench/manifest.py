@@ -77,11 +77,12 @@ def target_as_configured(t: Target) -> dict[str, Any]:
     return data
 
 
-def fetch_models(base_url: str, headers: dict[str, str], timeout_s: float = 10.0) -> Any:
-    """What the server says it serves (``GET /v1/models``); an error string if it cannot say."""
+def fetch_models(base_url: str, headers: dict[str, str], timeout_s: float = 10.0, ctx: Any = None) -> Any:
+    """What the server says it serves (``GET /v1/models``); an error string if it cannot say.
+    ``ctx``: the target's TLS context, the same the load uses."""
     req = urllib.request.Request(base_url.rstrip("/") + "/v1/models", headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 (http(s) only, validated)
+        with urllib.request.urlopen(req, timeout=timeout_s, context=ctx) as resp:  # noqa: S310 (http(s) only, validated)
             return orjson.loads(resp.read(1_000_000))
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e

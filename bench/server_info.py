@@ -26,11 +26,12 @@ from bench.scenario import Target
 _MAX_BODY = 4_000_000
 
 
-def _get(url: str, headers: dict[str, str], timeout_s: float) -> tuple[Optional[int], Any]:
-    """(status, JSON body or None); (None, error text) when the server could not be reached."""
+def _get(url: str, headers: dict[str, str], timeout_s: float, ctx: Any = None) -> tuple[Optional[int], Any]:
+    """(status, JSON body or None); (None, error text) when the server could not be reached.
+    ``ctx``: the target's TLS context (--insecure, --ca-file, tls.ca_file), as the load uses."""
     req = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 (http(s) only, validated)
+        with urllib.request.urlopen(req, timeout=timeout_s, context=ctx) as resp:  # noqa: S310 (http(s) only, validated)
             data = resp.read(_MAX_BODY)
             status = resp.status
     except urllib.error.HTTPError as e:
@@ -43,8 +44,8 @@ def _get(url: str, headers: dict[str, str], timeout_s: float) -> tuple[Optional[
         return status, None
 
 
-def _json_or_error(url: str, headers: dict[str, str], timeout_s: float) -> Any:
-    status, body = _get(url, headers, timeout_s)
+def _json_or_error(url: str, headers: dict[str, str], timeout_s: float, ctx: Any = None) -> Any:
+    status, body = _get(url, headers, timeout_s, ctx)
     if status is None:
         return {"error": body}
     if status != 200:
@@ -53,19 +54,19 @@ def _json_or_error(url: str, headers: dict[str, str], timeout_s: float) -> Any:
 
 
 def triton_http_info(base_url: str, model: str, version: str, headers: dict[str, str],
-                     timeout_s: float = 10.0) -> dict[str, Any]:
+                     timeout_s: float = 10.0, ctx: Any = None) -> dict[str, Any]:
     base = base_url.rstrip("/")
     mpath = model_path(model, version)
-    ready_status, ready_err = _get(f"{base}{mpath}/ready", headers, timeout_s)
+    ready_status, ready_err = _get(f"{base}{mpath}/ready", headers, timeout_s, ctx)
     return {
         "transport": "http",
-        "server": _json_or_error(f"{base}/v2", headers, timeout_s),
+        "server": _json_or_error(f"{base}/v2", headers, timeout_s, ctx),
         "model": model,
         "model_version": version or None,
         "model_ready": ready_status == 200 if ready_status is not None else None,
         **({"model_ready_error": ready_err} if ready_status is None else {}),
-        "model_config": _json_or_error(f"{base}{mpath}/config", headers, timeout_s),
-        "model_metadata": _json_or_error(f"{base}{mpath}", headers, timeout_s),
+        "model_config": _json_or_error(f"{base}{mpath}/config", headers, timeout_s, ctx),
+        "model_metadata": _json_or_error(f"{base}{mpath}", headers, timeout_s, ctx),
     }
 
 
@@ -101,13 +102,14 @@ def triton_grpc_info(url: str, model: str, version: str, headers: dict[str, str]
 
 
 def describe_server(target: Target, base_url: str, headers: dict[str, str],
-                    timeout_s: float = 10.0) -> dict[str, Any]:
-    """Manifest keys for this target (see the module docstring)."""
+                    timeout_s: float = 10.0, ctx: Any = None) -> dict[str, Any]:
+    """Manifest keys for this target (see the module docstring); ``ctx``: its TLS context."""
     protocol = target.protocol
     if protocol.startswith("triton"):
         version = target.triton.model_version if target.triton else ""
-        fetch = triton_grpc_info if protocol == "triton-grpc" else triton_http_info
-        return {"reported_triton": fetch(base_url, target.model or "", version, headers, timeout_s)}
+        if protocol == "triton-grpc":
+            return {"reported_triton": triton_grpc_info(base_url, target.model or "", version, headers, timeout_s)}
+        return {"reported_triton": triton_http_info(base_url, target.model or "", version, headers, timeout_s, ctx)}
     if protocol == "tgi-generate":
-        return {"reported_tgi": _json_or_error(base_url.rstrip("/") + "/info", headers, timeout_s)}
-    return {"reported_models": fetch_models(base_url, headers, timeout_s)}
+        return {"reported_tgi": _json_or_error(base_url.rstrip("/") + "/info", headers, timeout_s, ctx)}
+    return {"reported_models": fetch_models(base_url, headers, timeout_s, ctx)}

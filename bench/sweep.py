@@ -266,7 +266,7 @@ class Sweep:
             endpoint.ssl_context = self.tls[target.name]  # --insecure, --ca-file, tls.ca_file
         try:
             reported = await asyncio.get_running_loop().run_in_executor(
-                None, describe_server, target, base_url, headers, 10.0)
+                None, describe_server, target, base_url, headers, 10.0, self.tls.get(target.name))
             st.manifest["targets"][target.name].update(reported)  # reported_models | _triton | _tgi
             st.manifest["targets"][target.name]["base_url"] = base_url
             st.manifest["targets"][target.name]["max_response_bytes"] = endpoint.max_response_bytes

@@ -143,6 +143,9 @@ def test_ca_file_or_insecure_accepts_it(tmp_path: Path, https_sim: tuple[str, Pa
     assert proc.returncode == 0, proc.stdout + proc.stderr
     level = result["levels"][0]
     assert level["requests"]["ok"] == level["requests"]["measured"] == 3, records
+    # the manifest's GET /v1/models goes through the same TLS context as the load
+    manifest = orjson.loads(next((tmp_path / "runs").iterdir()).joinpath("manifest.json").read_bytes())
+    assert "error" not in manifest["targets"]["secure"]["reported_models"], manifest["targets"]["secure"]
     if how == "--insecure":
         assert "not verified" in proc.stdout
 
