@@ -261,14 +261,13 @@ class LocustPool:
     ``UNREACHABLE_AFTER_S``); the level is then stopped on every worker."""
 
     def __init__(self, cluster: LocustCluster, load: Load, targets: dict[str, Target], dataset: Dataset,
-                 sampling: Any, tls: dict[str, ssl.SSLContext], resume_cursors: dict[str, dict[str, int]]):
+                 sampling: Any, tls: dict[str, ssl.SSLContext]):
         self.cluster = cluster
         self.load = load
         self.targets = targets
         self.dataset = dataset
         self.sampling = sampling
         self.tls = tls
-        self.resume_cursors = resume_cursors
         self.warn: Callable[[str], None] = lambda text: None
         self._setup: Optional[dict[str, Any]] = None
         self._target_sent = False
@@ -287,8 +286,7 @@ class LocustPool:
                    tls_flags: Optional[dict[str, Any]] = None, cursors: Optional[dict[str, int]] = None) -> None:
         """The target for the next levels. TLS comes from the sweep's own context for the target
         (which already applies --insecure / --ca-file), so ``tls_flags`` is not needed here.
-        ``cursors`` (a resumed run's eval-set position) is not applied by this engine: a resumed
-        locust sweep restarts each target's items from the first."""
+        ``cursors``: where the target's item walk stands per phase (a resumed run continues it)."""
         target = self.targets[name]
         host = urlsplit(base_url).hostname or ""
         if self.cluster.options.remote_workers and (host == "localhost" or host.startswith("127.") or host == "::1"):
@@ -302,7 +300,7 @@ class LocustPool:
             "items": [p.item_to_dict(i) for i in self.dataset.items], **tls_setup(self.tls.get(name)),
         }
         self._target_sent = False
-        cursors = self.resume_cursors.get(name, {})
+        cursors = cursors or {}
         self.cursor = {"measure": cursors.get("measure", 0), "warmup": cursors.get("warmup", 0)}
 
     async def _send_target(self) -> None:
@@ -401,7 +399,7 @@ class LocustSweep(Sweep):
         cluster = LocustCluster(self.state.run_dir, self.options, self.sc.load.pattern, self.say)
         cluster.on_event = self._on_cluster_event
         pool = LocustPool(cluster, self.sc.load, {t.name: t for t in self.sc.targets}, self.dataset,
-                          self.sc.sampling, self.tls, self.resume.cursors if self.resume is not None else {})
+                          self.sc.sampling, self.tls)
         pool.warn = lambda text: self._on_cluster_event({"ev": "warning", "text": text})
         try:
             await pool.start()

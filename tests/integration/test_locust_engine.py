@@ -419,3 +419,37 @@ def test_every_fault_is_the_same_classified_record_on_workers(tmp_path: Path, st
     level = result["levels"][0]
     assert level["requests"]["measured"] == 72
     _assert_gone(_engine_pids(result))
+
+
+def test_an_interrupted_locust_sweep_resumes_where_it_stopped(tmp_path: Path, start_sim) -> None:
+    sim = start_sim("--ttft-ms", "20", "--itl-ms", "20", "--output-tokens", "12", truth=False)
+    scenario = write_scenario(tmp_path, {
+        "name": "locust-resume", "targets": [_sim_target(sim.url)], "sampling": {"max_tokens": 12},
+        "load": {"pattern": "concurrency", "levels": [2, 3], "requests": 12},
+    })
+    out = tmp_path / "runs"
+    args = ["--quiet", "--engine", "locust", "--workers", "2"]
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "sweep", str(scenario), "--out", str(out), *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def into_second_level() -> bool:
+            files = list(out.glob("*/records.jsonl")) if out.exists() else []
+            return bool(files) and b'"sim-L1-' in files[0].read_bytes()
+        assert wait_for(into_second_level, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    run_dir = only_run_dir(out)
+    resumed = run_cli("sweep", "--resume", str(run_dir), *args)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    result = orjson.loads((run_dir / "result.json").read_bytes())
+    assert result["complete"] is True
+    assert [(lv["level"], lv["requests"]["measured"]) for lv in result["levels"]] == [(2, 12), (3, 12)]
+    # The resumed level continues the eval set after the finished one: positions 12..23.
+    second = [r for r in load_records(run_dir) if r["level"] == 3 and r["phase"] == "measure" and r["resume"] == 1]
+    assert sorted((r["repeat"], r["item_id"]) for r in second) == sorted((k // 8, f"item-{k % 8}") for k in range(12, 24))
+    _assert_gone(_engine_pids(result))
