@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
+import numpy as np  # at import, not at the first batch: importing it mid-level stalled the loop ~100 ms
 from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
@@ -24,8 +25,6 @@ _SUB_BUCKET_BITS = 11
 
 
 def _bit_length(values):  # noqa: ANN001, ANN202 - numpy int64 array in, int64 array out
-    import numpy as np  # noqa: PLC0415
-
     # frexp gives the exponent exactly (no log2 rounding at 2^k - 1) for |v| < 2^53.
     return np.frexp(values.astype(np.float64))[1].astype(np.int64)
 
@@ -81,8 +80,6 @@ class LatencyHistogram:
         pure Python, ~1.4 us; a 256-token stream has 255 gaps)."""
         if len(values_ns) == 0:
             return
-        import numpy as np  # noqa: PLC0415 - only the sweep's accumulators need it
-
         ns = np.asarray(values_ns, dtype=np.int64)
         negative = int(np.count_nonzero(ns < 0))
         us = np.maximum((ns[ns >= 0] + 500) // 1000, LOWEST_US)
