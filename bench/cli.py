@@ -9,7 +9,14 @@ Heavy modules are imported inside commands so ``benchbox --help`` stays instant.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "benchbox":
+    # First thing, before the slower imports: a Ctrl-C from here on is one line, never a traceback.
+    from bench.interrupt import install_early_exit
+
+    install_early_exit()
 from pathlib import Path
 from typing import Any, Optional
 

@@ -13,8 +13,10 @@ period — this guard does. Its policy:
 - in ``exit`` mode (``exit_on_signal``: a command's first moments, when nothing is written yet) the
   first signal prints one line and exits 130.
 
-A signal during the interpreter's own start-up (the first ~0.1 s, before benchbox's code runs) gets
-Python's default handling: a KeyboardInterrupt traceback, with nothing written.
+From the first line of ``bench/cli.py`` run as a program (``benchbox``, ``python -m bench.cli``) until a
+command installs its guard, ``early_exit`` prints one line and exits 130. Only a signal in the
+interpreter's own start-up (a few tens of ms, before any benchbox code runs) gets Python's default
+handling: a KeyboardInterrupt traceback, with nothing written.
 
 SIGTERM is treated exactly like SIGINT: a supervisor's stop request keeps every record too.
 """
@@ -55,6 +57,8 @@ class SignalGuard:
 
     def restore(self) -> None:
         for sig, previous in self._previous.items():
+            if previous is early_exit:  # past the start: Python's own handling again, not "nothing written"
+                previous = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
             signal.signal(sig, previous)  # type: ignore[arg-type]
         self._previous.clear()
 
@@ -97,6 +101,19 @@ class SignalGuard:
         """Raise Interrupted if a signal arrived while flagging."""
         if self.signame is not None:
             raise Interrupted(self.signame)
+
+
+def early_exit(signum: int, frame: Optional[FrameType]) -> None:
+    """The handler from the program's first line (``bench/cli.py``) until a command installs its own:
+    imports are all that ran, so nothing was written."""
+    name = signal.Signals(signum).name
+    os.write(2, f"benchbox: {name}: interrupted before the run began; nothing was written\n".encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+def install_early_exit() -> None:
+    for sig in SIGNALS:
+        signal.signal(sig, early_exit)
 
 
 def exit_on_signal(ctx: Any) -> None:
