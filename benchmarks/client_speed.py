@@ -239,9 +239,12 @@ def measure_engine(concurrency: int, seconds: float, workers: int = 1) -> dict:
             cmd += ["--workers", str(workers)]
         else:
             cmd = pinned(cmd, "0")
+        import psutil
+        sim_cpu0 = sum(psutil.Process(sim.pid).cpu_times()[:2])
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sim_cpu = sum(psutil.Process(sim.pid).cpu_times()[:2]) - sim_cpu0
         if proc.returncode not in (0, 1, 3):
             return {"client": f"engine-w{workers}", "failed": proc.stderr.strip().splitlines()[-1:]}
         run_dir = next((work / "runs").iterdir())
@@ -256,6 +259,14 @@ def measure_engine(concurrency: int, seconds: float, workers: int = 1) -> dict:
                "cpu_ms_per_1k_tokens": round(1000 * cpu / max(1, tokens_total / 1000), 2),
                "errors": level["requests"]["failed"],
                "client_saturated": level.get("client", {}).get("saturated")}
+        # Where the two cores went during the level: the client's processes (from its own health
+        # report) and the simulator (its CPU over the warm-up + measured window).
+        health = level.get("client", {})
+        client_cores = (sum(w["cpu_share"] for w in health["workers"]) + health.get("coordinator_cpu_share", 0)
+                        if "workers" in health else health.get("cpu_share"))
+        row["client_cores"] = round(client_cores, 2) if client_cores else None
+        row["sim_cores"] = round(sim_cpu / (level["window_s"] + 1.0), 2)
+        row["requests_per_s_per_client_core"] = round(row["requests_per_s"] / client_cores) if client_cores else None
         return row
     finally:
         stop(sim)
@@ -350,7 +361,9 @@ def main() -> None:
         else:
             print(f"{row['client']:<18} {row['requests_per_s']:>9.1f} req/s {row['tokens_per_s']:>10,} tok/s "
                   f"{row['cpu_ms_per_1k_tokens']:>7} ms CPU/1k tok  errors {row['errors']}"
-                  + (f"  saturated={row['client_saturated']}" if row.get("client_saturated") is not None else ""))
+                  + (f"  saturated={row['client_saturated']}" if row.get("client_saturated") is not None else "")
+                  + (f"  cores: client {row['client_cores']} sim {row['sim_cores']} -> "
+                     f"{row['requests_per_s_per_client_core']} req/s per client core" if row.get("client_cores") else ""))
     memory = measure_stream_memory(args.memory_streams) if args.memory_streams else None
     if memory:
         print(f"\nmemory: {memory['kb_per_stream']} KiB RSS per in-flight stream "
