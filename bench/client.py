@@ -22,6 +22,7 @@ import httptools
 
 from bench import __version__
 from bench.adapters.base import Adapter
+from bench.adapters.delta_template import MAX_LEARN_TRIES, DeltaTemplate
 from bench.adapters.openai_common import assemble_tool_calls
 from bench.adapters.sse import SSEParser
 from bench.records import RequestRecord
@@ -35,6 +36,8 @@ def response_byte_cap(max_tokens: int) -> int:
     that sends more is broken (``broken_stream``), and benchbox stops reading it."""
     return max(4 * 1024 * 1024, 32 * 1024 * max_tokens)
 _ERROR_BODY_KEEP = 2048
+_RUN_MIN = 8   # events in one read before a run is checked in one go
+_RUN_TAIL = 6  # events at a read's end searched for the run's last plain delta
 
 
 class Exchange:
@@ -43,7 +46,7 @@ class Exchange:
     __slots__ = (
         "record", "adapter", "sse", "future", "done_marker", "parts", "reasoning", "is_sse",
         "error_body", "body_bytes", "max_bytes", "raw_body", "message_complete", "retry_after", "resolved",
-        "stale", "fast",
+        "stale", "fast", "template", "template_tries",
     )
 
     def __init__(self, record: RequestRecord, adapter: Adapter, future: asyncio.Future, max_bytes: int):
@@ -65,6 +68,8 @@ class Exchange:
         self.stale = False     # sent on a kept-alive connection the server had already closed
         # The adapter's shortcut for plain content deltas (None: every event takes parse_event).
         self.fast = getattr(adapter, "fast_content", None)
+        self.template: Optional[DeltaTemplate] = None  # learned from this stream's first plain delta
+        self.template_tries = 0
 
     # -- callbacks from the connection (``now`` was stamped before parsing) --
     def on_headers(self, status: int, content_type: bytes) -> None:
@@ -88,9 +93,33 @@ class Exchange:
             return
         fast = self.fast
         rec = self.record
-        for event, payload in self.sse.feed(data):
+        template = self.template
+        events = self.sse.feed(data)
+        batch = len(events) >= _RUN_MIN
+        i = 0
+        while i < len(events):
+            event, payload = events[i]
+            i += 1
             if fast is not None and not event:
-                text = fast(payload)
+                if batch and template is not None and len(events) - i >= _RUN_MIN:
+                    batch = False  # one try per read: a failed run falls back to the step below
+                    end = self._plain_run_end(events, i - 1, template)
+                    texts = template.match_run([p for _, p in events[i - 1:end]]) if end else None
+                    if texts is not None:  # a run of plain deltas checked in one go (coalesced reads)
+                        texts = [t for t in texts if t]
+                        if texts:
+                            if rec.first_token_ns is None:
+                                rec.first_token_ns = now
+                            rec.chunk_ns.extend([now] * len(texts))
+                            self.parts.extend(texts)
+                        i = end
+                        continue
+                text = template.match(payload) if template is not None else None
+                if text is None:
+                    text = fast(payload)
+                    if text and template is None and self.template_tries < MAX_LEARN_TRIES:
+                        self.template_tries += 1
+                        template = self.template = DeltaTemplate.learn(payload, text, fast)
                 if text is not None:  # a plain content delta: the only per-token work
                     if text:
                         if rec.first_token_ns is None:
@@ -101,6 +130,20 @@ class Exchange:
             self._on_event(event, payload, now)
             if self.resolved:
                 return
+
+    @staticmethod
+    def _plain_run_end(events: list, start: int, template: DeltaTemplate) -> int:
+        """End (exclusive) of the run of template events from ``start``: found from the read's
+        last event backwards, past a short tail (finish chunk, usage, [DONE]); 0 when none."""
+        end = len(events)
+        while end > start + _RUN_MIN and end > len(events) - _RUN_TAIL:
+            event, payload = events[end - 1]
+            if not event and template.match(payload) is not None:
+                break
+            end -= 1
+        else:
+            return 0
+        return end if all(not e for e, _ in events[start:end]) else 0
 
     def _on_event(self, event: bytes, payload: bytes, now: int) -> None:
         if payload == b"[DONE]":

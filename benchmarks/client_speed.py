@@ -8,6 +8,7 @@ server outruns any Python client) and drives it with several clients, each in it
 - ``aiohttp``   aiohttp + line iteration + orjson per event (the usual "fast" Python client);
 - ``endpoint``  benchbox's hot path alone (bench.client.Endpoint + adapter), text captured;
 - ``endpoint-fullparse`` the same without the plain-delta shortcut (every event through parse_event);
+- ``endpoint-orjson``  the shortcut without the per-stream byte template (orjson for every delta);
 - ``engine``    the whole `benchbox sweep` (runner, records.jsonl, histograms, live stats);
 - ``engine-w2`` the same with `--workers 2` (one process per core; sim then shares a core).
 
@@ -107,7 +108,7 @@ async def client_ceiling(url: str, concurrency: int, seconds: float) -> dict:
         conn.transport.close()
 
     await asyncio.gather(*(user() for _ in range(concurrency)))
-    return {"requests": done, "tokens": done * TOKENS}
+    return {"requests": done, "tokens": done * TOKENS, "window_s": time.monotonic() - deadline + seconds}
 
 
 async def client_aiohttp(url: str, concurrency: int, seconds: float) -> dict:
@@ -138,10 +139,12 @@ async def client_aiohttp(url: str, concurrency: int, seconds: float) -> dict:
                 done += 1
 
         await asyncio.gather(*(user() for _ in range(concurrency)))
-    return {"requests": done, "tokens": tokens}
+    return {"requests": done, "tokens": tokens, "window_s": time.monotonic() - deadline + seconds}
 
 
-async def client_endpoint(url: str, concurrency: int, seconds: float, shortcut: bool = True) -> dict:
+async def client_endpoint(url: str, concurrency: int, seconds: float, shortcut: bool = True,
+                          template: bool = True) -> dict:
+    import bench.client
     from bench.adapters.openai_chat import OpenAIChatAdapter
     from bench.client import Endpoint
     from bench.records import RequestRecord
@@ -149,6 +152,8 @@ async def client_endpoint(url: str, concurrency: int, seconds: float, shortcut: 
     adapter = OpenAIChatAdapter()
     if not shortcut:  # the alternative: every event through the adapter's full parse_event
         adapter.fast_content = None  # type: ignore[assignment]
+    if not template:  # the alternative: orjson for every plain delta (no per-stream byte template)
+        bench.client.MAX_LEARN_TRIES = 0
     body = request_body()
     done = tokens = errors = 0
     deadline = time.monotonic() + seconds
@@ -168,16 +173,21 @@ async def client_endpoint(url: str, concurrency: int, seconds: float, shortcut: 
                 errors += 1
 
     await asyncio.gather(*(user(u) for u in range(concurrency)))
+    window = time.monotonic() - deadline + seconds
     await endpoint.close()
-    return {"requests": done, "tokens": tokens, "errors": errors}
+    return {"requests": done, "tokens": tokens, "errors": errors, "window_s": window}
 
 
 async def client_endpoint_full_parse(url: str, concurrency: int, seconds: float) -> dict:
     return await client_endpoint(url, concurrency, seconds, shortcut=False)
 
 
+async def client_endpoint_orjson(url: str, concurrency: int, seconds: float) -> dict:
+    return await client_endpoint(url, concurrency, seconds, template=False)
+
+
 CLIENTS = {"ceiling": client_ceiling, "aiohttp": client_aiohttp, "endpoint-fullparse": client_endpoint_full_parse,
-           "endpoint": client_endpoint}
+           "endpoint-orjson": client_endpoint_orjson, "endpoint": client_endpoint}
 
 
 def run_client_process(name: str, url: str, concurrency: int, seconds: float) -> None:
@@ -205,7 +215,8 @@ def measure_client(name: str, concurrency: int, seconds: float) -> dict:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
         stop(sim)
-    return summarize(name, out, out["wall_s"])
+    # The sending window (imports and connection set-up excluded), as the engine's result.json has it.
+    return summarize(name, out, out["window_s"])
 
 
 def summarize(name: str, out: dict, wall: float) -> dict:
@@ -339,7 +350,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--clients", nargs="*",
-                    default=["ceiling", "aiohttp", "endpoint-fullparse", "endpoint", "engine", "engine-w2"])
+                    default=["ceiling", "aiohttp", "endpoint-fullparse", "endpoint-orjson", "endpoint", "engine",
+                             "engine-w2"])
     ap.add_argument("--memory-streams", type=int, default=1024)
     ap.add_argument("--accuracy", action="store_true", help="also TTFT/ITL error vs truth at 16/256/1024 streams")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "client_speed.json")
