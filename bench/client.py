@@ -321,7 +321,10 @@ class HttpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        now = perf_counter_ns()  # stamp first: everything below is parsing
+        self.feed(data, perf_counter_ns())  # stamp first: everything below is parsing
+
+    def feed(self, data: bytes, now: int) -> None:
+        """Parse one read that arrived at ``now``."""
         self._now = now
         ex = self.exchange
         if ex is None:
@@ -408,6 +411,63 @@ class HttpConnection(asyncio.Protocol):
         self._discard()
 
 
+class ReadBatch:
+    """Reads stamped now, parsed a moment later: stamps for every socket that is ready, then parsing.
+
+    When many streams' tokens arrive together (a server's batch step, a burst of first tokens),
+    the event loop hands over one ready socket after another; parsing each before stamping the
+    next would put the parse time of all earlier ones into the later ones' latencies. So
+    ``data_received`` only stamps and queues; the whole batch is parsed in one callback scheduled
+    after the loop's current round of I/O callbacks (order per connection kept)."""
+
+    __slots__ = ("_loop", "_conns", "_scheduled")
+
+    def __init__(self) -> None:
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._conns: list["BatchedHttpConnection"] = []
+        self._scheduled = False
+
+    def add(self, conn: "BatchedHttpConnection") -> None:
+        self._conns.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        """Parse every queued read now (also called before a timeout or a cancel is recorded)."""
+        self._scheduled = False
+        while self._conns:
+            conns, self._conns = self._conns, []
+            for conn in conns:
+                conn.parse_queued()
+
+
+class BatchedHttpConnection(HttpConnection):
+    """``HttpConnection`` whose reads are stamped on arrival and parsed by its ``ReadBatch``."""
+
+    def __init__(self, batch: ReadBatch) -> None:
+        super().__init__()
+        self._batch = batch
+        self._reads: list[tuple[bytes, int]] = []
+
+    def data_received(self, data: bytes) -> None:
+        now = perf_counter_ns()  # the stamp; parsing waits for the batch
+        if not self._reads:
+            self._batch.add(self)
+        self._reads.append((data, now))
+
+    def parse_queued(self) -> None:
+        reads, self._reads = self._reads, []
+        for data, now in reads:
+            self.feed(data, now)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.parse_queued()  # bytes that came before the close are part of the response
+        super().connection_lost(exc)
+
+
 class Endpoint:
     """A target's base URL with a keep-alive connection pool and pre-encoded headers.
 
@@ -442,6 +502,7 @@ class Endpoint:
         self._static_headers = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         self._idle: list[HttpConnection] = []
         self._all: set[HttpConnection] = set()
+        self._reads = ReadBatch()
         self.stale_resends = 0
         # Some servers (llama.cpp's httplib) announce keep-alive but close after each streamed
         # response. After a few stale resends, stop pooling: every request gets a fresh connection.
@@ -456,7 +517,7 @@ class Endpoint:
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
             loop.create_connection(
-                HttpConnection, self.host, self.port, ssl=self.ssl_context,
+                lambda: BatchedHttpConnection(self._reads), self.host, self.port, ssl=self.ssl_context,
                 server_hostname=self.host if self.ssl_context else None,
             ),
             timeout_s,
@@ -479,7 +540,7 @@ class Endpoint:
         loop = asyncio.get_running_loop()
         exchange = Exchange(record, adapter, loop.create_future(), self.max_response_bytes)
         record.sent_ns = perf_counter_ns()
-        timer = loop.call_later(timeout_s, _on_timeout, exchange, timeout_s)
+        timer = loop.call_later(timeout_s, self._on_timeout, exchange, timeout_s)
         conn: Optional[HttpConnection] = None
         head = (
             f"POST {self.prefix}{path} HTTP/1.1\r\nContent-Length: {len(body)}\r\nX-Request-Id: {record.request_id}\r\n"
@@ -514,6 +575,7 @@ class Endpoint:
                 exchange.future = loop.create_future()
             exchange.fail("broken_stream", "connection closed before any response, twice", perf_counter_ns())
         except asyncio.CancelledError:
+            self._reads.drain()  # what already arrived belongs to the record
             exchange.fail("cancelled", "run interrupted while the request was in flight", perf_counter_ns())
             raise
         finally:
@@ -531,6 +593,6 @@ class Endpoint:
         self._idle.clear()
         await asyncio.sleep(0)  # let transports run their close callbacks
 
-
-def _on_timeout(exchange: Exchange, timeout_s: float) -> None:
-    exchange.fail("timeout", f"no complete response within {timeout_s:g} s", perf_counter_ns())
+    def _on_timeout(self, exchange: Exchange, timeout_s: float) -> None:
+        self._reads.drain()  # a response that arrived in time is not a timeout
+        exchange.fail("timeout", f"no complete response within {timeout_s:g} s", perf_counter_ns())
