@@ -1,8 +1,9 @@
 """The hot path: a streaming HTTP/1.1 client on raw asyncio transports + llhttp (httptools).
 
 Why not aiohttp/httpx: a load generator must not be the bottleneck, and its timestamps
-must be taken when bytes arrive. Here ``data_received`` stamps ``perf_counter_ns()``
-first, then parses (HTTP framing, SSE, JSON) — parse cost never leaks into latencies.
+must be taken when bytes arrive. Here ``data_received`` stamps ``perf_counter_ns()`` and
+queues the read; the reads of all ready sockets are then parsed together (HTTP framing, SSE,
+JSON; ``ReadBatch``) — parse cost never leaks into latencies, not even under a burst.
 Keep-alive connections are pooled per endpoint; a connection is used by one request at
 a time (no pipelining), like every OpenAI client.
 """
