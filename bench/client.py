@@ -69,7 +69,7 @@ class Exchange:
         self.stale = False     # sent on a kept-alive connection the server had already closed
         # The adapter's shortcut for plain content deltas (None: every event takes parse_event).
         self.fast = getattr(adapter, "fast_content", None)
-        self.template: Optional[DeltaTemplate] = None  # learned from this stream's first plain delta
+        self.template: Optional[DeltaTemplate] = None  # learned from this stream's plain deltas
         self.template_tries = 0
 
     # -- callbacks from the connection (``now`` was stamped before parsing) --
@@ -118,9 +118,13 @@ class Exchange:
                 text = template.match(payload) if template is not None else None
                 if text is None:
                     text = fast(payload)
-                    if text and template is None and self.template_tries < MAX_LEARN_TRIES:
+                    # (Re)learn: a stream's chunks may change outside the text now and then
+                    # (llama.cpp's "created" seconds), so a template that stopped matching is replaced.
+                    if text and self.template_tries < MAX_LEARN_TRIES:
                         self.template_tries += 1
-                        template = self.template = DeltaTemplate.learn(payload, text, fast)
+                        learned = DeltaTemplate.learn(payload, text, fast)
+                        if learned is not None:  # a text that cannot make one keeps the old one
+                            template = self.template = learned
                 if text is not None:  # a plain content delta: the only per-token work
                     if text:
                         if rec.first_token_ns is None:

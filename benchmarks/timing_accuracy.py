@@ -56,11 +56,12 @@ def measure(users: int, pin: bool) -> dict:
         items.write_text("".join(json.dumps({"id": f"i{i}", "messages": [{"role": "user", "content": f"q {i}"}]}) + "\n"
                                  for i in range(16)))
         scenario = work / "s.yaml"
+        # At least 320 measured requests, so a p99 is not one request's number.
         scenario.write_text(yaml.safe_dump({
             "name": f"accuracy-{users}", "dataset": str(items),
             "targets": [{"name": "sim", "role": "baseline", "url": url, "model": "sim"}],
             "sampling": {"max_tokens": 128},
-            "load": {"pattern": "concurrency", "levels": [users], "requests": max(20, 2 * users),
+            "load": {"pattern": "concurrency", "levels": [users], "requests": max(320, 2 * users),
                      "warmup": {"requests": users}},
         }))
         cmd = [sys.executable, "-m", "bench.cli", "sweep", str(scenario), "--out", str(work / "runs"), "--quiet"]

@@ -20,7 +20,8 @@ from typing import Callable, Optional
 # Bytes that end or escape a JSON string literal, or are not allowed raw inside one.
 _NOT_PLAIN = re.compile(rb'["\\\x00-\x1f]')
 _PROBE = "XQ"
-MAX_LEARN_TRIES = 3  # per stream: a server whose chunks never repeat costs three extra decodes
+# Per stream: a server whose chunks never repeat (a per-chunk counter) costs at most 16 extra decodes.
+MAX_LEARN_TRIES = 16
 
 
 class DeltaTemplate:

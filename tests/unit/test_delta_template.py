@@ -170,3 +170,27 @@ def test_run_of_coalesced_deltas_stamped_with_their_read() -> None:
     assert rec.output_text == "".join(words)
     assert rec.chunk_ns == [1000] * 30 and rec.first_token_ns == 1000
     assert rec.output_tokens == 30 and rec.error is None
+
+
+def test_template_follows_a_stream_whose_chunks_change(monkeypatch) -> None:
+    """llama.cpp's chunks carry "created" in seconds: the template is relearned, not abandoned,
+    and a token that cannot make a template (a quote) keeps the one there is."""
+    calls = []
+    real = fast_chat_content
+    adapter = get_adapter("openai-chat")
+    monkeypatch.setattr(adapter, "fast_content", lambda data: calls.append(data) or real(data), raising=False)
+    loop = asyncio.new_event_loop()
+    try:
+        rec = RequestRecord(target="t", level=1, phase="measure", seq=0, item_id="i", repeat=0,
+                            request_id="r", scheduled_ns=0, sent_ns=0)
+        ex = Exchange(rec, adapter, loop.create_future(), DEFAULT_MAX_RESPONSE_BYTES)
+        ex.on_headers(200, b"text/event-stream")
+        texts = [f"t{i}" if i != 15 else 'say "x"' for i in range(40)]
+        for i, text in enumerate(texts):  # one event per read, "created" ticks every 10 events
+            ex.on_body(b"data: " + chat_chunk(text, created=i // 10) + b"\n\n", i + 1)
+        ex.on_message_complete(99)
+    finally:
+        loop.close()
+    assert rec.output_text == "".join(texts) and rec.chunk_ns == list(range(1, 41))
+    # first event + its probe, then per tick one decode + probe, the quoted token once, no more
+    assert len(calls) <= 2 + 3 * 2 + 1
