@@ -425,10 +425,9 @@ class ReadBatch:
     ``data_received`` only stamps and queues; the whole batch is parsed in one callback scheduled
     after the loop's current round of I/O callbacks (order per connection kept)."""
 
-    __slots__ = ("_loop", "_conns", "_scheduled")
+    __slots__ = ("_conns", "_scheduled")
 
     def __init__(self) -> None:
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._conns: list["BatchedHttpConnection"] = []
         self._scheduled = False
 
@@ -436,9 +435,7 @@ class ReadBatch:
         self._conns.append(conn)
         if not self._scheduled:
             self._scheduled = True
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self.drain)
+            asyncio.get_running_loop().call_soon(self.drain)
 
     def drain(self) -> None:
         """Parse every queued read now (also called before a timeout or a cancel is recorded)."""
