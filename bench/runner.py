@@ -10,7 +10,8 @@ from typing import Any, Optional, Protocol
 import orjson
 
 from bench.adapters.base import Adapter
-from bench.client import Endpoint, retry_after_s
+from bench.client import Endpoint
+from bench.exchange import retry_after_s
 from bench.dataset import Dataset, Item
 from bench.patterns import ConcurrencyPattern, LevelWindow, Pattern
 from bench.patterns.clock import Clock

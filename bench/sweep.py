@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from bench.adapters import get_adapter
-from bench.client import Endpoint, response_byte_cap
+from bench.client import Endpoint
+from bench.exchange import response_byte_cap
 from bench.dataset import Dataset
 from bench.grpc_endpoint import GrpcEndpoint
 from bench.manifest import build_manifest

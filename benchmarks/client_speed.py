@@ -144,7 +144,7 @@ async def client_aiohttp(url: str, concurrency: int, seconds: float) -> dict:
 
 async def client_endpoint(url: str, concurrency: int, seconds: float, shortcut: bool = True,
                           template: bool = True) -> dict:
-    import bench.client
+    import bench.exchange
     from bench.adapters.openai_chat import OpenAIChatAdapter
     from bench.client import Endpoint
     from bench.records import RequestRecord
@@ -153,7 +153,7 @@ async def client_endpoint(url: str, concurrency: int, seconds: float, shortcut: 
     if not shortcut:  # the alternative: every event through the adapter's full parse_event
         adapter.fast_content = None  # type: ignore[assignment]
     if not template:  # the alternative: orjson for every plain delta (no per-stream byte template)
-        bench.client.MAX_LEARN_TRIES = 0
+        bench.exchange.MAX_LEARN_TRIES = 0
     body = request_body()
     done = tokens = errors = 0
     deadline = time.monotonic() + seconds

@@ -2,7 +2,7 @@
 
 A Locust worker runs on gevent, so it cannot use ``bench.client``'s asyncio transports, but it
 does use the very same response machinery: ``bench.client.HttpConnection`` (llhttp via
-``httptools``) and ``Exchange`` (SSE, adapters, error classes, the record's fields). This
+``httptools``) and ``bench.exchange.Exchange`` (SSE, adapters, error classes, the record's fields). This
 module only replaces the transport: a blocking-looking ``recv()`` on a gevent socket, after
 which ``HttpConnection.data_received`` stamps ``perf_counter_ns()`` before any parsing, as
 the asyncio client's ``data_received`` does. Keep-alive pooling, the one resend of a request
@@ -27,7 +27,8 @@ import gevent.ssl
 
 from bench import __version__
 from bench.adapters.base import Adapter
-from bench.client import DEFAULT_MAX_RESPONSE_BYTES, Exchange, HttpConnection
+from bench.client import HttpConnection
+from bench.exchange import DEFAULT_MAX_RESPONSE_BYTES, Exchange
 from bench.records import RequestRecord
 
 READ_SIZE = 64 * 1024  # below glibc's mmap threshold: no mmap/munmap per read

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.adapters import get_adapter
-from bench.client import DEFAULT_MAX_RESPONSE_BYTES, Exchange
+from bench.exchange import DEFAULT_MAX_RESPONSE_BYTES, Exchange
 from bench.records import ERROR_CLASSES, RequestRecord
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "transcripts"

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bench.client
+import bench.exchange
 from bench.adapters.delta_template import DeltaTemplate
 from bench.adapters.openai_common import fast_chat_content, fast_completion_text
 from bench.adapters import get_adapter
-from bench.client import DEFAULT_MAX_RESPONSE_BYTES, Exchange
+from bench.exchange import DEFAULT_MAX_RESPONSE_BYTES, Exchange
 from bench.records import RequestRecord
 
 
@@ -114,12 +114,12 @@ def play(body: bytes, cuts: list[int]) -> RequestRecord:
 def test_exchange_same_record_with_and_without_template(parts, finish_at, cid, cuts) -> None:
     body = stream(parts, finish_at, cid)
     with_template = play(body, cuts)
-    saved = bench.client.MAX_LEARN_TRIES
-    bench.client.MAX_LEARN_TRIES = 0
+    saved = bench.exchange.MAX_LEARN_TRIES
+    bench.exchange.MAX_LEARN_TRIES = 0
     try:
         decoded = play(body, cuts)
     finally:
-        bench.client.MAX_LEARN_TRIES = saved
+        bench.exchange.MAX_LEARN_TRIES = saved
     assert with_template.to_json() == decoded.to_json()
     assert with_template.output_text == "".join(parts)
 

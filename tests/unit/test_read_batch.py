@@ -8,7 +8,8 @@ import pytest
 
 import bench.client
 from bench.adapters import get_adapter
-from bench.client import DEFAULT_MAX_RESPONSE_BYTES, BatchedHttpConnection, Endpoint, Exchange, ReadBatch
+from bench.client import BatchedHttpConnection, Endpoint, ReadBatch
+from bench.exchange import DEFAULT_MAX_RESPONSE_BYTES, Exchange
 from bench.records import RequestRecord
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from bench.adapters import get_adapter
 from bench.capacity import goodput
-from bench.client import response_byte_cap, retry_after_s
+from bench.exchange import response_byte_cap, retry_after_s
 from bench.dataset import Dataset, Item
 from bench.patterns import ConcurrencyPattern, FakeClock, LevelWindow
 from bench.records import ERROR_CLASSES, RequestRecord

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.adapters import get_adapter
-from bench.client import Exchange
+from bench.exchange import Exchange
 from bench.records import RequestRecord
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "transcripts"
