@@ -92,13 +92,28 @@ def stream(parts: list[str], finish_at: int, cid: str) -> bytes:
     return b"".join(b"data: " + e + b"\n\n" for e in events) + b"data: [DONE]\n\n"
 
 
+def new_exchange(loop, adapter) -> Exchange:
+    rec = RequestRecord(target="t", level=1, phase="measure", seq=0, item_id="i", repeat=0,
+                        request_id="r", scheduled_ns=0, sent_ns=0)
+    ex = Exchange(rec, adapter, loop.create_future(), DEFAULT_MAX_RESPONSE_BYTES)
+    ex.on_headers(200, b"text/event-stream")
+    return ex
+
+
+def counting_adapter(monkeypatch) -> tuple[object, list[bytes]]:
+    """The chat adapter with its fast_content counting the payloads it decodes."""
+    calls: list[bytes] = []
+    adapter = get_adapter("openai-chat")
+    monkeypatch.setattr(adapter, "fast_content", lambda data: calls.append(data) or fast_chat_content(data),
+                        raising=False)
+    return adapter, calls
+
+
 def play(body: bytes, cuts: list[int]) -> RequestRecord:
     loop = asyncio.new_event_loop()
     try:
-        rec = RequestRecord(target="t", level=1, phase="measure", seq=0, item_id="i", repeat=0,
-                            request_id="r", scheduled_ns=0, sent_ns=0)
-        ex = Exchange(rec, get_adapter("openai-chat"), loop.create_future(), DEFAULT_MAX_RESPONSE_BYTES)
-        ex.on_headers(200, b"text/event-stream")
+        ex = new_exchange(loop, get_adapter("openai-chat"))
+        rec = ex.record
         bounds = [0, *sorted({c % len(body) for c in cuts} - {0}), len(body)]
         for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
             ex.on_body(body[a:b], 1000 * (i + 1))
@@ -126,21 +141,11 @@ def test_exchange_same_record_with_and_without_template(parts, finish_at, cid, c
 
 def test_exchange_uses_the_template(monkeypatch) -> None:
     """The shortcut is really taken: orjson runs once per stream for the plain deltas, not per token."""
-    calls = []
-    real = fast_chat_content
-
-    def counting(data: bytes):
-        calls.append(data)
-        return real(data)
-
-    adapter = get_adapter("openai-chat")
-    monkeypatch.setattr(adapter, "fast_content", counting, raising=False)
+    adapter, calls = counting_adapter(monkeypatch)
     loop = asyncio.new_event_loop()
     try:
-        rec = RequestRecord(target="t", level=1, phase="measure", seq=0, item_id="i", repeat=0,
-                            request_id="r", scheduled_ns=0, sent_ns=0)
-        ex = Exchange(rec, adapter, loop.create_future(), DEFAULT_MAX_RESPONSE_BYTES)
-        ex.on_headers(200, b"text/event-stream")
+        ex = new_exchange(loop, adapter)
+        rec = ex.record
         words = [f"w{i} " for i in range(50)]
         ex.on_body(stream(words, 99, "c1"), 1)
         ex.on_message_complete(2)
@@ -175,16 +180,11 @@ def test_run_of_coalesced_deltas_stamped_with_their_read() -> None:
 def test_template_follows_a_stream_whose_chunks_change(monkeypatch) -> None:
     """llama.cpp's chunks carry "created" in seconds: the template is relearned, not abandoned,
     and a token that cannot make a template (a quote) keeps the one there is."""
-    calls = []
-    real = fast_chat_content
-    adapter = get_adapter("openai-chat")
-    monkeypatch.setattr(adapter, "fast_content", lambda data: calls.append(data) or real(data), raising=False)
+    adapter, calls = counting_adapter(monkeypatch)
     loop = asyncio.new_event_loop()
     try:
-        rec = RequestRecord(target="t", level=1, phase="measure", seq=0, item_id="i", repeat=0,
-                            request_id="r", scheduled_ns=0, sent_ns=0)
-        ex = Exchange(rec, adapter, loop.create_future(), DEFAULT_MAX_RESPONSE_BYTES)
-        ex.on_headers(200, b"text/event-stream")
+        ex = new_exchange(loop, adapter)
+        rec = ex.record
         texts = [f"t{i}" if i != 15 else 'say "x"' for i in range(40)]
         for i, text in enumerate(texts):  # one event per read, "created" ticks every 10 events
             ex.on_body(b"data: " + chat_chunk(text, created=i // 10) + b"\n\n", i + 1)
